@@ -1,0 +1,192 @@
+"""Typed configuration: one dataclass per section, loaded strictly from TOML.
+
+Unknown keys, wrong types and impossible values are refused before any work starts,
+with an error naming the file, the key and (for a misspelling) the nearest valid key.
+This module imports nothing else from ila_fast.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the file and key."""
+
+
+# The model zoo's CLIP towers: one source of truth for their shapes.
+ARCHS: dict[str, dict] = {
+    "ViT-B/32": dict(patch_size=32, width=768, layers=12, heads=12, embed_dim=512,
+                     text_width=512, text_heads=8, text_layers=12),
+    "ViT-B/16": dict(patch_size=16, width=768, layers=12, heads=12, embed_dim=512,
+                     text_width=512, text_heads=8, text_layers=12),
+    "ViT-L/14": dict(patch_size=14, width=1024, layers=24, heads=16, embed_dim=768,
+                     text_width=768, text_heads=12, text_layers=12),
+    # A small tower for tests and the demo (random weights only).
+    "tiny": dict(patch_size=16, width=64, layers=2, heads=2, embed_dim=64,
+                 text_width=64, text_heads=1, text_layers=1),
+}
+DATASETS = {"k400": 400, "ssv2": 174}
+KERNELS = ("reference", "triton")
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "ViT-B/16"
+    dataset: str = "k400"            # k400: text head + depthwise interactive block; ssv2: classifier + dense
+    frames: int = 8
+    input_size: int = 224
+    num_classes: int | None = None   # default from the dataset (400 / 174)
+    # Tower shape; None takes the arch's value (set explicitly only for custom towers).
+    patch_size: int | None = None
+    width: int | None = None
+    layers: int | None = None
+    heads: int | None = None
+    embed_dim: int | None = None
+    text_width: int | None = None
+    text_heads: int | None = None
+    text_layers: int | None = None
+    context_length: int = 77
+    vocab_size: int = 49408
+    # ILA branch and heads
+    correlation_channels: int = 256
+    mit_layers: int = 1
+    prompt_layers: int = 2
+    prompt_alpha: float = 0.1
+    drop_path: float = 0.0
+    ssv2_dropout: float = 0.5
+    alignment_delta: float = 0.2           # initial jitter of the 9 training masks
+    alignment_delta_halve_from: int = 30   # epoch from which delta halves every epoch
+    kernels: str = "reference"
+    official_eval_bn: bool = False  # reproduce the official code's batch-stat BN in evaluation
+    clip_weights: str | None = None  # local OpenAI / open_clip checkpoint
+    class_names: str | None = None   # label CSV (id,name) for the Kinetics text head
+
+    def __post_init__(self):
+        if self.arch not in ARCHS:
+            raise ConfigError(f"model.arch: unknown arch {self.arch!r}{_suggest(self.arch, ARCHS)}; "
+                              f"choose one of {sorted(ARCHS)}")
+        for key, value in ARCHS[self.arch].items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"model.dataset: {self.dataset!r} is not one of {sorted(DATASETS)}")
+        if self.num_classes is None:
+            self.num_classes = DATASETS[self.dataset]
+        if self.kernels not in KERNELS:
+            raise ConfigError(f"model.kernels: {self.kernels!r} is not one of {list(KERNELS)}")
+        checks = [
+            (self.frames >= 2, f"model.frames = {self.frames}: ILA aligns frame pairs, so T must be >= 2"),
+            (self.input_size % self.patch_size == 0,
+             f"model.input_size = {self.input_size} is not divisible by patch_size = {self.patch_size}"),
+            (self.grid_size >= 4, f"model.input_size / patch_size = {self.grid_size}: the point head's "
+                                  "two 2x2 max-pools need a token grid of at least 4x4"),
+            (self.width % self.heads == 0, f"model.width = {self.width} is not divisible by heads = {self.heads}"),
+            (self.embed_dim % 64 == 0, f"model.embed_dim = {self.embed_dim}: the heads use embed_dim/64 "
+                                       "attention heads, so it must be a multiple of 64"),
+            (self.correlation_channels % 2 == 0 and self.correlation_channels >= 4,
+             f"model.correlation_channels = {self.correlation_channels} must be even (pre / cur halves)"),
+            (self.num_classes >= 1, f"model.num_classes = {self.num_classes} must be >= 1"),
+            (0.0 <= self.drop_path < 1.0, f"model.drop_path = {self.drop_path} must be in [0, 1)"),
+            (0.0 <= self.ssv2_dropout < 1.0, f"model.ssv2_dropout = {self.ssv2_dropout} must be in [0, 1)"),
+            (self.alignment_delta >= 0, f"model.alignment_delta = {self.alignment_delta} must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    @property
+    def grid_size(self) -> int:
+        return self.input_size // self.patch_size
+
+    @property
+    def tokens(self) -> int:
+        return self.grid_size ** 2 + 1
+
+
+@dataclass
+class Config:
+    """A whole run. Later sections (data, train, slurm) join here."""
+    name: str = "ila"
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+
+# ---------------------------------------------------------------- strict loading
+
+def _suggest(key: str, valid) -> str:
+    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _type_ok(value, annotation) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple))
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True
+
+
+def build_dataclass(cls, values: dict, where: str, prefix: str = ""):
+    """Build ``cls`` from a dict, refusing unknown keys and wrong types; ``where`` names the source."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(f"{where}: unknown key '{prefix}{key}'{_suggest(key, fields)}; "
+                              f"valid keys: {', '.join(fields)}")
+        annotation = hints[key]
+        if dataclasses.is_dataclass(annotation):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: '{prefix}{key}' must be a table [{prefix}{key}]")
+            kwargs[key] = build_dataclass(annotation, value, where, f"{prefix}{key}.")
+        elif not _type_ok(value, annotation):
+            raise ConfigError(f"{where}: '{prefix}{key}' = {value!r} has type {type(value).__name__}, "
+                              f"expected {_type_name(annotation)}")
+        else:
+            kwargs[key] = float(value) if annotation is float else value
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _type_name(annotation) -> str:
+    return getattr(annotation, "__name__", str(annotation).replace("typing.", ""))
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> Config:
+    """Load a TOML run config; ``overrides`` maps dotted keys (``model.frames``) to values."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            values = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    for dotted, value in (overrides or {}).items():
+        node = values
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return build_dataclass(Config, values, str(path))
+
+
+def to_dict(config) -> dict:
+    return dataclasses.asdict(config)

@@ -1,0 +1,22 @@
+"""ILA's fused ops and their PyTorch references.
+
+``get_ops(name)`` returns the implementation the model's ``kernels`` switch names:
+``"reference"`` (plain PyTorch, ``kernels/reference.py``) or ``"triton"`` (fused Triton
+kernels registered as torch custom ops). Every implementation exposes the same three
+functions: ``align_frames``, ``pair_correlation`` and ``pair_correlation_dense``
+(signatures in ``reference.py``).
+"""
+from __future__ import annotations
+
+import importlib
+from types import SimpleNamespace
+
+IMPLEMENTATIONS = {"reference": "ila_fast.kernels.reference", "triton": "ila_fast.kernels.ops"}
+OP_NAMES = ("align_frames", "pair_correlation", "pair_correlation_dense")
+
+
+def get_ops(name: str) -> SimpleNamespace:
+    if name not in IMPLEMENTATIONS:
+        raise ValueError(f"unknown kernel implementation {name!r}; choose one of {sorted(IMPLEMENTATIONS)}")
+    module = importlib.import_module(IMPLEMENTATIONS[name])
+    return SimpleNamespace(**{op: getattr(module, op) for op in OP_NAMES})

@@ -1,0 +1,34 @@
+"""ila-fast: fast, dependable training and evaluation of ILA video recognizers.
+
+The four code folders at the repository root are installed as subpackages of
+``ila_fast`` through ``package_dir``, so nothing generic like ``data`` or
+``train`` lands in site-packages.
+"""
+from setuptools import setup
+
+SUBPACKAGES = {"ila_fast.kernels": "kernels", "ila_fast.data": "data",
+               "ila_fast.train": "train", "ila_fast.slurm": "slurm"}
+
+setup(
+    name="ila-fast",
+    version="0.1.0",
+    description="Fast ILA (ICCV 2023) video recognition: model, Triton kernels, DALI data, FSDP2 trainer",
+    python_requires=">=3.10",
+    packages=["ila_fast", "ila_fast.model", *SUBPACKAGES],
+    package_dir={"ila_fast": "ila_fast", **SUBPACKAGES},
+    install_requires=[
+        "torch>=2.5",
+        "triton>=3.1; platform_system == 'Linux'",
+        "numpy",
+        "einops",
+        "open_clip_torch>=2.24",
+        "submitit>=1.5",
+    ],
+    extras_require={
+        "dev": ["pytest", "pytest-benchmark", "av"],
+        "cpu-video": ["av"],
+        "dali": ["nvidia-dali-cuda120"],
+        "dali-cuda13": ["nvidia-dali-cuda130"],
+    },
+    entry_points={"console_scripts": ["ila-fast = ila_fast.cli:main"]},
+)
