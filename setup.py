@@ -13,7 +13,7 @@ setup(
     name="ila-fast",
     version="0.1.0",
     description="Fast ILA (ICCV 2023) video recognition: model, Triton kernels, DALI data, FSDP2 trainer",
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     packages=["ila_fast", "ila_fast.model", *SUBPACKAGES],
     package_dir={"ila_fast": "ila_fast", **SUBPACKAGES},
     install_requires=[
