@@ -7,7 +7,8 @@ The four code folders at the repository root are installed as subpackages of
 from setuptools import setup
 
 SUBPACKAGES = {"ila_fast.kernels": "kernels", "ila_fast.data": "data",
-               "ila_fast.train": "train", "ila_fast.slurm": "slurm"}
+               "ila_fast.train": "train", "ila_fast.slurm": "slurm",
+               "ila_fast.bench": "bench"}
 
 setup(
     name="ila-fast",
