@@ -30,8 +30,12 @@ ARCHS: dict[str, dict] = {
     # A small tower for tests and the demo (random weights only).
     "tiny": dict(patch_size=16, width=64, layers=2, heads=2, embed_dim=64,
                  text_width=64, text_heads=1, text_layers=1),
+    # Any other shape: every tower field must then be given explicitly.
+    "custom": {},
 }
+TOWER_FIELDS = ("patch_size", "width", "layers", "heads", "embed_dim", "text_width", "text_heads", "text_layers")
 DATASETS = {"k400": 400, "ssv2": 174}
+INTERACTIVE = {"k400": "depthwise", "ssv2": "dense"}  # the interactive block each branch uses
 KERNELS = ("reference", "triton")
 
 
@@ -39,6 +43,7 @@ KERNELS = ("reference", "triton")
 class ModelConfig:
     arch: str = "ViT-B/16"
     dataset: str = "k400"            # k400: text head + depthwise interactive block; ssv2: classifier + dense
+    interactive: str | None = None   # "depthwise" | "dense"; default follows the dataset
     frames: int = 8
     input_size: int = 224
     num_classes: int | None = None   # default from the dataset (400 / 174)
@@ -74,8 +79,16 @@ class ModelConfig:
         for key, value in ARCHS[self.arch].items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
+        unset = [key for key in TOWER_FIELDS if getattr(self, key) is None]
+        if unset:
+            raise ConfigError(f"model.arch = 'custom' needs every tower field; missing: {', '.join(unset)}")
         if self.dataset not in DATASETS:
             raise ConfigError(f"model.dataset: {self.dataset!r} is not one of {sorted(DATASETS)}")
+        if self.interactive is None:
+            self.interactive = INTERACTIVE[self.dataset]
+        if self.interactive not in INTERACTIVE.values():
+            raise ConfigError(f"model.interactive: {self.interactive!r} is not one of "
+                              f"{sorted(set(INTERACTIVE.values()))}")
         if self.num_classes is None:
             self.num_classes = DATASETS[self.dataset]
         if self.kernels not in KERNELS:
@@ -89,8 +102,9 @@ class ModelConfig:
             (self.width % self.heads == 0, f"model.width = {self.width} is not divisible by heads = {self.heads}"),
             (self.embed_dim % 64 == 0, f"model.embed_dim = {self.embed_dim}: the heads use embed_dim/64 "
                                        "attention heads, so it must be a multiple of 64"),
-            (self.correlation_channels % 2 == 0 and self.correlation_channels >= 4,
-             f"model.correlation_channels = {self.correlation_channels} must be even (pre / cur halves)"),
+            (self.correlation_channels % 8 == 0 and self.correlation_channels >= 8,
+             f"model.correlation_channels = {self.correlation_channels} must be a multiple of 8 "
+             "(pre / cur halves, and the point head's grouped convolutions)"),
             (self.num_classes >= 1, f"model.num_classes = {self.num_classes} must be >= 1"),
             (0.0 <= self.drop_path < 1.0, f"model.drop_path = {self.drop_path} must be in [0, 1)"),
             (0.0 <= self.ssv2_dropout < 1.0, f"model.ssv2_dropout = {self.ssv2_dropout} must be in [0, 1)"),

@@ -1,0 +1,170 @@
+"""The ILA video model: CLIP's ViT with an ILA branch in every block, plus a video head.
+
+State-dict names of the CLIP parts follow OpenAI CLIP (``visual.*``, ``token_embedding``,
+``transformer.resblocks.{i}``, ``ln_final``, ``text_projection``, ``logit_scale``), so CLIP
+weights load without renaming. Spec: ../shared/docs/ila-reference.md, section 3.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ila_fast.config import ModelConfig
+
+from .clip import TextTransformer, init_clip_block
+from .heads import IntegrationTransformer, PromptGenerator
+from .ila import ILABlock, alignment_delta
+
+# Substrings naming what trains (spec 3.4): the ILA branch, its zero-initialised residuals,
+# the integration transformer and the SSv2 classifier. Everything else stays frozen.
+TRAINABLE_MARKERS = ("message_", "temporal_", "mit.", "classifier.")
+
+
+class ILAOutput(NamedTuple):
+    logits: torch.Tensor    # (B, num_classes)
+    aux_loss: torch.Tensor  # () sum over blocks of the alignment loss
+
+
+class VisionTower(nn.Module):
+    """CLIP's image encoder with ILA blocks. frames (B*T, 3, H, W) -> (B*T, E), (B*T, L-1, D), aux."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d = cfg.width
+        scale = d ** -0.5
+        self.conv1 = nn.Conv2d(3, d, cfg.patch_size, cfg.patch_size, bias=False)
+        self.class_embedding = nn.Parameter(scale * torch.randn(d))
+        self.positional_embedding = nn.Parameter(scale * torch.randn(cfg.tokens, d))
+        self.ln_pre = nn.LayerNorm(d)
+        self.transformer = nn.Module()
+        rates = torch.linspace(0, cfg.drop_path, cfg.layers).tolist() if cfg.layers > 1 else [cfg.drop_path]
+        self.transformer.resblocks = nn.ModuleList(ILABlock(cfg, rate) for rate in rates)
+        self.ln_post = nn.LayerNorm(d)
+        self.proj = nn.Parameter(scale * torch.randn(d, cfg.embed_dim))
+        for block in self.transformer.resblocks:
+            init_clip_block(block, d, cfg.layers)
+
+    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self.conv1(frames).flatten(2).transpose(1, 2)  # (N, G*G, D)
+        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = self.ln_pre(torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype))
+        aux = x.new_zeros(())
+        for block in self.transformer.resblocks:
+            x, block_aux = block(x)
+            aux = aux + block_aux
+        return self.ln_post(x[:, 0]) @ self.proj, x[:, 1:], aux
+
+
+class ILAModel(nn.Module):
+    """video (B, T, 3, H, W), normalised -> ILAOutput(logits (B, K), aux_loss ())."""
+
+    def __init__(self, cfg: ModelConfig, class_names: list[str] | None = None):
+        super().__init__()
+        self.cfg = cfg
+        e = cfg.embed_dim
+        self.visual = VisionTower(cfg)
+        self.mit = IntegrationTransformer(cfg.frames, e, cfg.mit_layers)
+        self.text_head = cfg.dataset == "k400"
+        if self.text_head:
+            self._build_text_tower(cfg)
+            self.prompt_visual_ln = nn.LayerNorm(cfg.width)
+            self.prompt_visual_proj = nn.Parameter(cfg.width ** -0.5 * torch.randn(cfg.width, e))
+            self.prompt_generator = PromptGenerator(e, cfg.prompt_layers, cfg.prompt_alpha)
+            self.register_buffer("class_tokens", torch.zeros(cfg.num_classes, cfg.context_length,
+                                                             dtype=torch.long), persistent=False)
+            self.register_buffer("text_features", torch.zeros(cfg.num_classes, e), persistent=False)
+            self.set_class_names(class_names or [f"class {i}" for i in range(cfg.num_classes)])
+        else:
+            self.classifier = nn.Sequential(nn.LayerNorm(e), nn.Dropout(cfg.ssv2_dropout),
+                                            nn.Linear(e, cfg.num_classes))
+            nn.init.trunc_normal_(self.classifier[2].weight, std=0.02)
+            nn.init.zeros_(self.classifier[2].bias)
+        self.freeze()
+
+    # ------------------------------------------------------------ text (Kinetics head)
+    def _build_text_tower(self, cfg: ModelConfig) -> None:
+        w = cfg.text_width
+        self.token_embedding = nn.Embedding(cfg.vocab_size, w)
+        self.positional_embedding = nn.Parameter(torch.empty(cfg.context_length, w))
+        self.transformer = TextTransformer(w, cfg.text_layers, cfg.text_heads, cfg.context_length)
+        self.ln_final = nn.LayerNorm(w)
+        self.text_projection = nn.Parameter(torch.empty(w, cfg.embed_dim))
+        self.logit_scale = nn.Parameter(torch.tensor(float(torch.log(torch.tensor(1 / 0.07)))))
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.positional_embedding, std=0.01)
+        nn.init.normal_(self.text_projection, std=w ** -0.5)
+        for block in self.transformer.resblocks:
+            init_clip_block(block, w, cfg.text_layers)
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """CLIP's text encoder: (K, context) token ids -> (K, E) at each text's end token."""
+        x = self.token_embedding(tokens) + self.positional_embedding
+        x = self.ln_final(self.transformer(x))
+        return x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)] @ self.text_projection
+
+    def set_class_names(self, names: list[str]) -> None:
+        """Tokenize class names with CLIP's BPE tokenizer and refresh the cached text features."""
+        if len(names) != self.cfg.num_classes:
+            raise ValueError(f"got {len(names)} class names for a {self.cfg.num_classes}-class model")
+        from ila_fast.compat import import_open_clip
+
+        tokenizer = import_open_clip().get_tokenizer("ViT-B-16")
+        tokens = tokenizer(names, context_length=self.cfg.context_length)
+        self.class_tokens.copy_(tokens.to(self.class_tokens.device))
+        self.refresh_text_features()
+
+    @torch.no_grad()
+    def refresh_text_features(self) -> None:
+        """Recompute the cached class text features (frozen text tower: once per weight load)."""
+        if self.text_head:
+            self.text_features.copy_(self.encode_text(self.class_tokens).to(self.text_features.dtype))
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self.refresh_text_features()
+        return result
+
+    # ------------------------------------------------------------ video
+    def encode_frames(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, T, 3, H, W) -> frame features (B, T, E), patch tokens (B, T, L-1, D), aux loss ()."""
+        b, t = video.shape[:2]
+        if t != self.cfg.frames:
+            raise ValueError(f"model is configured for {self.cfg.frames} frames, got a clip of {t}")
+        features, patches, aux = self.visual(video.flatten(0, 1))
+        return features.view(b, t, -1), patches.view(b, t, *patches.shape[1:]), aux
+
+    def forward(self, video: torch.Tensor) -> ILAOutput:
+        frames, patches, aux = self.encode_frames(video)
+        video_feature = self.mit(frames)
+        if not self.text_head:
+            return ILAOutput(self.classifier(F.normalize(video_feature, dim=-1)), aux)
+        visual = self.prompt_visual_ln(patches) @ self.prompt_visual_proj  # (B, T, L-1, E)
+        text = self.text_features.to(video_feature.dtype).expand(video.shape[0], -1, -1)
+        text = text + self.prompt_generator(text, visual.mean(dim=1))
+        logits = torch.einsum("be,bke->bk", F.normalize(video_feature, dim=-1), F.normalize(text, dim=-1))
+        return ILAOutput(self.logit_scale.exp() * logits, aux)
+
+    # ------------------------------------------------------------ training helpers
+    def freeze(self) -> None:
+        """Only the ILA branch, its residuals, the integration transformer and the classifier train."""
+        for name, p in self.named_parameters():
+            p.requires_grad_(is_trainable(name))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Apply the alignment-jitter schedule for a 0-based epoch (delta is saved with the model)."""
+        value = alignment_delta(epoch, self.cfg.alignment_delta, self.cfg.alignment_delta_halve_from)
+        for block in self.visual.transformer.resblocks:
+            block.message_ila.delta.fill_(value)
+
+
+def is_trainable(name: str) -> bool:
+    return any(marker in name for marker in TRAINABLE_MARKERS)
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(total, trainable) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    return total, sum(p.numel() for p in model.parameters() if p.requires_grad)
