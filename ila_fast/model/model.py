@@ -6,6 +6,7 @@ weights load without renaming. Spec: ../shared/docs/ila-reference.md, section 3.
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -40,7 +41,8 @@ class VisionTower(nn.Module):
         self.positional_embedding = nn.Parameter(scale * torch.randn(cfg.tokens, d))
         self.ln_pre = nn.LayerNorm(d)
         self.transformer = nn.Module()
-        rates = torch.linspace(0, cfg.drop_path, cfg.layers).tolist() if cfg.layers > 1 else [cfg.drop_path]
+        # Drop-path rate rising linearly with depth (Python floats: the model may be built on "meta").
+        rates = [cfg.drop_path * i / max(1, cfg.layers - 1) for i in range(cfg.layers)]
         self.transformer.resblocks = nn.ModuleList(ILABlock(cfg, rate) for rate in rates)
         self.ln_post = nn.LayerNorm(d)
         self.proj = nn.Parameter(scale * torch.randn(d, cfg.embed_dim))
@@ -92,7 +94,7 @@ class ILAModel(nn.Module):
         self.transformer = TextTransformer(w, cfg.text_layers, cfg.text_heads, cfg.context_length)
         self.ln_final = nn.LayerNorm(w)
         self.text_projection = nn.Parameter(torch.empty(w, cfg.embed_dim))
-        self.logit_scale = nn.Parameter(torch.tensor(float(torch.log(torch.tensor(1 / 0.07)))))
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         nn.init.normal_(self.positional_embedding, std=0.01)
         nn.init.normal_(self.text_projection, std=w ** -0.5)
