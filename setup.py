@@ -8,7 +8,7 @@ from setuptools import setup
 
 SUBPACKAGES = {"ila_fast.kernels": "kernels", "ila_fast.data": "data",
                "ila_fast.train": "train", "ila_fast.slurm": "slurm",
-               "ila_fast.bench": "bench"}
+               "ila_fast.bench": "bench", "ila_fast.configs": "configs"}
 
 setup(
     name="ila-fast",
@@ -26,10 +26,12 @@ setup(
         "submitit>=1.5",
     ],
     extras_require={
-        "dev": ["pytest", "pytest-benchmark", "av"],
+        # dev: DALI 2.4 for CUDA 13 (the smaller wheel) so make test exercises its CPU path
+        "dev": ["pytest", "pytest-benchmark", "av", "nvidia-dali-cuda130>=2.4"],
         "cpu-video": ["av"],
         "dali": ["nvidia-dali-cuda120"],
         "dali-cuda13": ["nvidia-dali-cuda130"],
     },
+    package_data={"ila_fast.configs": ["*.toml"]},
     entry_points={"console_scripts": ["ila-fast = ila_fast.cli:main"]},
 )
