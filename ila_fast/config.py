@@ -123,11 +123,98 @@ class ModelConfig:
         return self.grid_size ** 2 + 1
 
 
+# Pixel normalisation (ImageNet statistics on 0-255 RGB, spec section 2): the one place they live.
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+DATA_BACKENDS = ("auto", "dali", "cpu")
+CPU_DECODERS = ("auto", "pyav", "torchcodec")
+SHORT_VIDEO_POLICIES = ("repeat", "skip")
+
+
+@dataclass
+class DataConfig:
+    """Datasets, sampling, augmentation and the loader backend (spec sections 2 and 4).
+
+    Frames per clip and the input size come from ``model.frames`` / ``model.input_size``.
+    """
+    root: str = ""                     # data root; list paths are relative to it
+    train_list: str | None = None      # `relative/path.mp4 label` per line
+    val_list: str | None = None
+    labels: str | None = None          # label CSV (id,name)
+    backend: str = "auto"              # auto: DALI on a GPU when installed, else the CPU backend
+    cpu_decoder: str = "auto"          # CPU backend: auto picks torchcodec when installed, else PyAV
+    dali_device: str = "mixed"         # "mixed" (NVDEC) or "cpu" (VP8/VP9/MJPEG only)
+    batch_size: int = 8                # clips per rank per step
+    num_workers: int = 8               # CPU backend worker processes / DALI threads
+    seed: int = 0
+    # sampling
+    test_clips: int = 4                # evaluation: temporal clips (evenly spaced, deterministic)
+    test_crops: int = 3                # evaluation: spatial crops (left/centre/right or top/centre/bottom)
+    short_videos: str = "repeat"       # fewer frames than T: "repeat" (ILA sampler repeats) or "skip"
+    # augmentation (training)
+    resize_ratio: float = 256 / 224    # short side resized to resize_ratio * input_size before cropping
+    crop_scales: list[float] = field(default_factory=lambda: [1.0, 0.875, 0.75, 0.66])
+    max_aspect_gap: int = 1
+    antialias: bool = False            # the official pipeline resizes with plain bilinear (cv2)
+    color_jitter_p: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.1                   # fraction of a half turn, as torchvision: 0.1 = +-18 degrees
+    grayscale_p: float = 0.2
+    erasing_p: float = 0.25
+    # batch mixing and targets (on the device)
+    mixup_alpha: float = 0.8
+    cutmix_alpha: float = 1.0
+    mix_switch_p: float = 0.5          # probability of cutmix instead of mixup
+    mix_p: float = 1.0                 # probability that a batch is mixed at all
+    label_smoothing: float = 0.1
+    # bad videos
+    max_bad_fraction: float = 0.01     # stop the run when more of the dataset than this is unreadable
+    replace_attempts: int = 16
+    report_dir: str | None = None      # JSON bad-video reports (default: beside the list file)
+    index_dir: str | None = None       # probe-index cache (default: beside the list file)
+
+    def __post_init__(self):
+        def check(ok, message):
+            if not ok:
+                raise ConfigError(message)
+        check(self.backend in DATA_BACKENDS, f"data.backend: {self.backend!r} is not one of {list(DATA_BACKENDS)}")
+        check(self.cpu_decoder in CPU_DECODERS,
+              f"data.cpu_decoder: {self.cpu_decoder!r} is not one of {list(CPU_DECODERS)}")
+        check(self.dali_device in ("mixed", "cpu"), f"data.dali_device: {self.dali_device!r} is not 'mixed' or 'cpu'")
+        check(self.short_videos in SHORT_VIDEO_POLICIES,
+              f"data.short_videos: {self.short_videos!r} is not one of {list(SHORT_VIDEO_POLICIES)}")
+        check(self.batch_size >= 1, f"data.batch_size = {self.batch_size} must be >= 1")
+        check(self.num_workers >= 0, f"data.num_workers = {self.num_workers} must be >= 0")
+        check(self.test_clips >= 1, f"data.test_clips = {self.test_clips} must be >= 1")
+        check(self.test_crops in (1, 3), f"data.test_crops = {self.test_crops} must be 1 or 3")
+        check(self.resize_ratio >= 1.0, f"data.resize_ratio = {self.resize_ratio} must be >= 1")
+        check(len(self.crop_scales) >= 1 and all(0 < s <= 1 for s in self.crop_scales),
+              f"data.crop_scales = {self.crop_scales}: need at least one scale in (0, 1]")
+        check(self.max_aspect_gap >= 0, f"data.max_aspect_gap = {self.max_aspect_gap} must be >= 0")
+        for key in ("color_jitter_p", "grayscale_p", "erasing_p", "mix_switch_p", "mix_p"):
+            value = getattr(self, key)
+            check(0.0 <= value <= 1.0, f"data.{key} = {value} is a probability: it must be in [0, 1]")
+        for key in ("brightness", "contrast", "saturation"):
+            value = getattr(self, key)
+            check(0.0 <= value < 1.0, f"data.{key} = {value} must be in [0, 1)")
+        check(0.0 <= self.hue <= 0.5, f"data.hue = {self.hue} must be in [0, 0.5]")
+        check(self.mixup_alpha >= 0 and self.cutmix_alpha >= 0,
+              f"data.mixup_alpha / cutmix_alpha = {self.mixup_alpha} / {self.cutmix_alpha} must be >= 0")
+        check(0.0 <= self.label_smoothing < 1.0, f"data.label_smoothing = {self.label_smoothing} must be in [0, 1)")
+        check(0.0 <= self.max_bad_fraction <= 1.0,
+              f"data.max_bad_fraction = {self.max_bad_fraction} must be in [0, 1]")
+        check(self.replace_attempts >= 1, f"data.replace_attempts = {self.replace_attempts} must be >= 1")
+        self.crop_scales = [float(s) for s in self.crop_scales]
+
+
 @dataclass
 class Config:
     """A whole run. Later sections (data, train, slurm) join here."""
     name: str = "ila"
     model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
 
 
 # ---------------------------------------------------------------- strict loading
