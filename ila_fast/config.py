@@ -73,17 +73,19 @@ class ModelConfig:
     class_names: str | None = None   # label CSV (id,name) for the Kinetics text head
 
     def __post_init__(self):
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"model.dataset: {self.dataset!r} is not one of {sorted(DATASETS)}")
         if self.arch not in ARCHS:
             raise ConfigError(f"model.arch: unknown arch {self.arch!r}{_suggest(self.arch, ARCHS)}; "
                               f"choose one of {sorted(ARCHS)}")
         for key, value in ARCHS[self.arch].items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
-        unset = [key for key in TOWER_FIELDS if getattr(self, key) is None]
+        # SSv2 models have no text tower, so they need no text shape.
+        unset = [key for key in TOWER_FIELDS if getattr(self, key) is None
+                 and not (key.startswith("text_") and self.dataset == "ssv2")]
         if unset:
             raise ConfigError(f"model.arch = 'custom' needs every tower field; missing: {', '.join(unset)}")
-        if self.dataset not in DATASETS:
-            raise ConfigError(f"model.dataset: {self.dataset!r} is not one of {sorted(DATASETS)}")
         if self.interactive is None:
             self.interactive = INTERACTIVE[self.dataset]
         if self.interactive not in INTERACTIVE.values():

@@ -132,10 +132,10 @@ def _match_arch(fields: dict) -> str:
 
 def check_config(inferred: ModelConfig, given: ModelConfig, source: str) -> None:
     """Refuse a config that disagrees with the checkpoint on any shape-determining field."""
-    fields = [*TOWER_FIELDS, "frames", "input_size", "dataset", "interactive", "correlation_channels",
+    fields = [f for f in TOWER_FIELDS if not f.startswith("text_")] + ["frames", "input_size", "dataset", "interactive", "correlation_channels",
               "mit_layers", "num_classes"]
     if given.dataset == "k400":
-        fields += ["prompt_layers", "context_length", "vocab_size"]
+        fields += ["text_width", "text_heads", "text_layers", "prompt_layers", "context_length", "vocab_size"]
     diffs = [f"{f}: config {getattr(given, f)!r}, checkpoint {getattr(inferred, f)!r}"
              for f in fields if getattr(given, f) != getattr(inferred, f)]
     if diffs:
