@@ -10,11 +10,7 @@ import time
 import torch
 
 from ila_fast import zoo
-
-# ImageNet normalisation on 0-255 RGB (spec section 2); the one copy lives in the data package
-# once it lands, this demo only needs the numbers.
-MEAN = (123.675, 116.28, 103.53)
-STD = (58.395, 57.12, 57.375)
+from ila_fast.config import PIXEL_MEAN, PIXEL_STD
 
 
 def moving_square_clip(frames: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -28,7 +24,7 @@ def moving_square_clip(frames: int, size: int, seed: int = 0) -> torch.Tensor:
     for t in range(frames):
         left = t * step
         clip[t, :, top:top + side, left:left + side] = texture
-    mean, std = torch.tensor(MEAN).view(3, 1, 1), torch.tensor(STD).view(3, 1, 1)
+    mean, std = torch.tensor(PIXEL_MEAN).view(3, 1, 1), torch.tensor(PIXEL_STD).view(3, 1, 1)
     return ((clip - mean) / std)[None]
 
 
