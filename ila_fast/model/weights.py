@@ -8,6 +8,7 @@ key must load, and anything left over is reported.
 from __future__ import annotations
 
 import logging
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -37,7 +38,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise WeightsError(f"{path}: checkpoint file not found")
     if _is_torchscript(path):
         # OpenAI's archives are TorchScript modules: only their tensors are read (trusted files only).
-        state = torch.jit.load(str(path), map_location="cpu").state_dict()
+        with warnings.catch_warnings():  # TorchScript is deprecated, but it is how OpenAI ships CLIP
+            warnings.simplefilter("ignore", DeprecationWarning)
+            state = torch.jit.load(str(path), map_location="cpu").state_dict()
     else:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
