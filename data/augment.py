@@ -1,0 +1,149 @@
+"""Clip transforms shared by the backends, defined once so both compute the same numbers.
+
+The order, for a clip of T frames decoded in coded (raw) orientation:
+
+1. crop the plan's box (raw pixels), resize to S x S (bilinear, half-pixel centres; the
+   official pipeline uses cv2's bilinear, which does not antialias);
+2. colour: one affine map per clip, ``x -> M x + t`` on RGB in 0..255, built from brightness
+   (scale), contrast (around 128), saturation and hue (a rotation and scaling of the I/Q
+   plane of YIQ, the definition DALI's ``fn.hsv`` uses) and grayscale (saturation 0); clamp to
+   0..255 once at the end;
+3. normalise with the ImageNet mean / std;
+4. rotate upright by quarter turns (the video's display rotation), then random erasing
+   (a rectangle of per-pixel standard-normal noise, the same for all frames).
+
+The DALI backend runs 1-3 inside its pipeline (``fn.slice``, ``fn.resize``,
+``fn.coord_transform`` with the matrix below, ``fn.crop_mirror_normalize``) and 4 with the
+torch functions below on its GPU output; the CPU backend runs all of it with torch.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ila_fast.config import PIXEL_MEAN, PIXEL_STD
+
+from .plan import AugmentParams, ClipSpec
+
+# RGB -> YIQ as DALI's colour operators define it (inverse computed, not rounded).
+_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.321], [0.211, -0.523, 0.311]])
+_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)
+
+
+def hsv_matrix(hue_degrees: float, saturation: float) -> np.ndarray:
+    """3x3 RGB map rotating hue by ``hue_degrees`` and scaling saturation (YIQ definition)."""
+    h = math.radians(-hue_degrees)  # DALI's sign convention
+    c, s = math.cos(h), math.sin(h)
+    rot = np.array([[1, 0, 0], [0, saturation * c, -saturation * s], [0, saturation * s, saturation * c]])
+    return _YIQ_TO_RGB @ rot @ _RGB_TO_YIQ
+
+
+def color_affine(aug: AugmentParams) -> tuple[np.ndarray, np.ndarray]:
+    """(M, t), float32, such that the colour-jittered pixel is ``M @ rgb + t``."""
+    sat = 0.0 if aug.grayscale else aug.saturation
+    hsv = hsv_matrix(aug.hue_degrees, sat)
+    bc = aug.brightness * aug.contrast
+    m = hsv * bc
+    t = hsv @ np.full(3, 128.0 * (1.0 - aug.contrast))
+    return m.astype(np.float32), t.astype(np.float32)
+
+
+def is_identity_color(aug: AugmentParams) -> bool:
+    return (aug.brightness == 1.0 and aug.contrast == 1.0 and aug.saturation == 1.0 and aug.hue_degrees == 0.0
+            and not aug.grayscale)
+
+
+# ---------------------------------------------------------------- decoding helper
+
+def yuv420_to_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray, full_range: bool = False,
+                  bt709: bool = False) -> np.ndarray:
+    """(T, H, W) luma and (T, ceil(H/2), ceil(W/2)) chroma planes -> (T, H, W, 3) uint8 RGB.
+
+    Chroma is upsampled bilinearly (half-pixel centres) and BT.601 limited range is assumed
+    unless told otherwise: this is what DALI's decoder does, so the CPU backend decodes to
+    the same pixels (within 1 level) instead of swscale's slightly different conversion.
+    """
+    t, h, w = y.shape
+    yt = torch.from_numpy(y).float()
+    uv = torch.from_numpy(np.stack([u, v], 1)).float()  # (T, 2, h2, w2)
+    uv = F.interpolate(uv, size=(uv.shape[-2] * 2, uv.shape[-1] * 2), mode="bilinear", align_corners=False)
+    uv = uv[..., :h, :w] - 128.0
+    cu, cv = uv[:, 0], uv[:, 1]
+    kr, kb = (0.2126, 0.0722) if bt709 else (0.299, 0.114)
+    kg = 1.0 - kr - kb
+    if full_range:
+        ys, cs = yt, 1.0
+    else:
+        ys, cs = (yt - 16.0) * (255.0 / 219.0), 255.0 / 224.0
+    r = ys + cs * 2 * (1 - kr) * cv
+    b = ys + cs * 2 * (1 - kb) * cu
+    g = ys - cs * (2 * kb * (1 - kb) / kg) * cu - cs * (2 * kr * (1 - kr) / kg) * cv
+    rgb = torch.stack([r, g, b], -1).round_().clamp_(0, 255)
+    return rgb.to(torch.uint8).numpy()
+
+
+# ---------------------------------------------------------------- steps 1-3 (CPU backend)
+
+def crop_resize(frames: torch.Tensor, raw_box, size: int, antialias: bool = False) -> torch.Tensor:
+    """(T, H, W, 3) uint8 -> (T, 3, size, size) float32 in 0..255."""
+    x, y, w, h = raw_box
+    clip = frames[:, y:y + h, x:x + w].permute(0, 3, 1, 2).float()
+    if clip.shape[-2:] == (size, size):
+        return clip.contiguous()
+    return F.interpolate(clip, size=(size, size), mode="bilinear", align_corners=False, antialias=antialias)
+
+
+def apply_color(clip: torch.Tensor, aug: AugmentParams) -> torch.Tensor:
+    """(T, 3, H, W) float 0..255 -> jittered, clamped to 0..255."""
+    if not is_identity_color(aug):
+        m, t = color_affine(aug)
+        m, t = torch.from_numpy(m).to(clip), torch.from_numpy(t).to(clip)
+        clip = torch.einsum("ij,tjhw->tihw", m, clip) + t.view(1, 3, 1, 1)
+    return clip.clamp_(0.0, 255.0)
+
+
+def normalize(clip: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(PIXEL_MEAN, dtype=clip.dtype, device=clip.device).view(3, 1, 1)
+    std = torch.tensor(PIXEL_STD, dtype=clip.dtype, device=clip.device).view(3, 1, 1)
+    return (clip - mean) / std
+
+
+# ---------------------------------------------------------------- step 4 (both backends)
+
+def erase_noise(seed: int, channels: int, h: int, w: int) -> torch.Tensor:
+    """Per-pixel N(0, 1) noise for an erased box, from a CPU generator (same on every device)."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(channels, h, w, generator=gen)
+
+
+def rotate_and_erase(clip: torch.Tensor, spec: ClipSpec) -> torch.Tensor:
+    """(T, 3, S, S) normalised -> upright, with the plan's erasing applied (on clip's device)."""
+    if spec.quarter_turns:
+        clip = torch.rot90(clip, spec.quarter_turns, dims=(-2, -1))
+    box = spec.augment.erase
+    if box is not None:
+        x, y, w, h = box
+        clip = clip.clone() if spec.quarter_turns == 0 else clip
+        noise = erase_noise(spec.augment.erase_seed, clip.shape[1], h, w).to(clip)
+        clip[:, :, y:y + h, x:x + w] = noise
+    return clip
+
+
+def rotate_and_erase_batch(batch: torch.Tensor, specs: list[ClipSpec]) -> torch.Tensor:
+    """(B, T, 3, S, S) on any device: step 4 for every clip that needs it."""
+    for i, spec in enumerate(specs):
+        if spec.quarter_turns or spec.augment.erase is not None:
+            batch[i] = rotate_and_erase(batch[i], spec)
+    return batch
+
+
+def transform_clip(frames: np.ndarray | torch.Tensor, spec: ClipSpec, size: int,
+                   antialias: bool = False) -> torch.Tensor:
+    """All four steps on the CPU: (T, H, W, 3) uint8 raw frames -> (T, 3, S, S) float32."""
+    frames = torch.as_tensor(frames)
+    clip = crop_resize(frames, spec.raw_crop, size, antialias)
+    clip = normalize(apply_color(clip, spec.augment))
+    return rotate_and_erase(clip, spec).contiguous()

@@ -1,0 +1,143 @@
+"""Bad videos: the reasons a video is skipped, their accounting, the JSON report and the stop rule.
+
+A bad video never stops a run by itself: it is skipped, counted by reason and replaced by
+another sample of the same shard (see ``SamplePlan.clip``). Only when more than
+``max_bad_fraction`` of the dataset has turned out unreadable does the run stop, with the list.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("ila_fast.data")
+
+# reason -> what it means. Reasons found by the probe are known before the first step;
+# ``decode_error`` is found while loading.
+REASONS = {
+    "empty_file": "the file has zero bytes",
+    "not_a_video": "not a media file FFmpeg can open",
+    "truncated": "the container is recognised but cut short (header, packets or last frames missing)",
+    "no_video_stream": "the file has no video stream (audio only, subtitles, ...)",
+    "unsupported_codec": "no decoder for the video codec in this backend",
+    "too_few_frames": "fewer decodable frames than the clip needs",
+    "decode_error": "decoding failed while loading",
+}
+
+
+class BadVideo(Exception):
+    """One video cannot be used; ``reason`` is a key of ``REASONS``."""
+
+    def __init__(self, reason: str, detail: str = "", path: str = ""):
+        assert reason in REASONS, reason
+        self.reason, self.detail, self.path = reason, detail, path
+        super().__init__(f"{path}: {reason}: {detail}" if path else f"{reason}: {detail}")
+
+
+class TooManyBadVideos(RuntimeError):
+    """More than ``max_bad_fraction`` of the dataset is unreadable; the message lists the videos."""
+
+
+@dataclass
+class BadEvent:
+    video: int          # index in the dataset
+    reason: str
+    detail: str = ""
+    position: int = -1  # position in the epoch at which it was met (first time)
+
+
+class BadVideoLog:
+    """Counts bad videos (each once) and replacements (each time) for one dataset.
+
+    ``record`` is called in the main process with the events the backends return beside each
+    batch; ``end_epoch`` logs a summary and writes the JSON report.
+    """
+
+    def __init__(self, paths: list[str], max_fraction: float, report_path: str | os.PathLike | None = None,
+                 name: str = "data"):
+        self.paths = paths
+        self.max_fraction = max_fraction
+        self.report_path = Path(report_path) if report_path else None
+        self.name = name
+        self.bad: dict[int, BadEvent] = {}
+        self.replacements = 0
+        self.epoch_replacements = 0
+        self.short_repeated: set[int] = set()
+
+    @property
+    def limit(self) -> int:
+        """The most bad videos a run tolerates."""
+        return int(self.max_fraction * len(self.paths))
+
+    def record(self, event: BadEvent) -> None:
+        self.replacements += 1
+        self.epoch_replacements += 1
+        if event.video not in self.bad:
+            self.bad[event.video] = event
+            log.warning("%s: skipping %s (%s: %s)", self.name, self.paths[event.video], event.reason,
+                        event.detail or REASONS[event.reason])
+        self.check()
+
+    def record_known(self, bad: dict[int, tuple[str, str]]) -> None:
+        """Register the bad videos the probe found, before the first step (not yet 'met')."""
+        for video, (reason, detail) in bad.items():
+            self.bad.setdefault(video, BadEvent(video, reason, detail, -1))
+        self.check()
+
+    def by_reason(self) -> dict[str, int]:
+        counts = {reason: 0 for reason in REASONS}
+        for event in self.bad.values():
+            counts[event.reason] += 1
+        return counts
+
+    def check(self) -> None:
+        if len(self.bad) > self.limit:
+            listing = "\n".join(f"  {self.paths[e.video]}: {e.reason} {e.detail}".rstrip()
+                                for e in sorted(self.bad.values(), key=lambda e: e.video))
+            where = f" (report: {self.report_path})" if self.report_path else ""
+            if self.report_path:
+                self.write_report(epoch=None)
+            raise TooManyBadVideos(
+                f"{self.name}: {len(self.bad)} of {len(self.paths)} videos are unreadable, more than "
+                f"max_bad_fraction = {self.max_fraction} allows ({self.limit}){where}. Fix or remove them, "
+                f"or raise data.max_bad_fraction:\n{listing}")
+
+    def summary(self) -> str:
+        counts = {k: v for k, v in self.by_reason().items() if v}
+        parts = ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"
+        return (f"{self.name}: {len(self.bad)} bad videos of {len(self.paths)} ({parts}); "
+                f"{self.epoch_replacements} samples replaced this epoch")
+
+    def report(self, epoch: int | None) -> dict:
+        return {
+            "dataset": self.name,
+            "epoch": epoch,
+            "videos": len(self.paths),
+            "bad_videos": len(self.bad),
+            "bad_fraction": len(self.bad) / max(1, len(self.paths)),
+            "max_bad_fraction": self.max_fraction,
+            "by_reason": self.by_reason(),
+            "replacements_this_epoch": self.epoch_replacements,
+            "replacements_total": self.replacements,
+            "short_videos_repeated": len(self.short_repeated),
+            "bad": [{"path": self.paths[e.video], "index": e.video, "reason": e.reason, "detail": e.detail,
+                     "first_position": e.position} for e in sorted(self.bad.values(), key=lambda e: e.video)],
+        }
+
+    def write_report(self, epoch: int | None) -> Path | None:
+        if self.report_path is None:
+            return None
+        self.report_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.report_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.report(epoch), indent=1))
+        os.replace(tmp, self.report_path)
+        return self.report_path
+
+    def end_epoch(self, epoch: int) -> dict:
+        log.info("epoch %d: %s", epoch, self.summary())
+        report = self.report(epoch)
+        self.write_report(epoch)
+        self.epoch_replacements = 0
+        return report

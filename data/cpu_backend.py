@@ -1,0 +1,94 @@
+"""CPU backend: a torch Dataset / DataLoader that executes the SamplePlan with PyAV (or torchcodec).
+
+Worker processes decode and transform (``augment.transform_clip``); a video that fails is
+replaced inside the worker by the plan's next candidate, and the events travel back with the
+batch to the main process, which counts them (``BadVideoLog``).
+"""
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .augment import transform_clip
+from .bad_videos import BadVideo
+from .plan import SamplePlan
+
+
+class PlanClips(Dataset):
+    """Position -> transformed clip for one epoch of a plan (a map-style dataset)."""
+
+    def __init__(self, plan: SamplePlan, paths: list[str], infos, epoch: int, input_size: int,
+                 decoder: str = "auto", antialias: bool = False):
+        self.plan, self.paths, self.infos = plan, paths, infos
+        self.epoch, self.input_size, self.decoder_name, self.antialias = epoch, input_size, decoder, antialias
+        self._decoder = None
+        self._shard = None
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    @property
+    def decoder(self):
+        if self._decoder is None:  # built lazily, inside each worker
+            from .decode import make_decoder  # noqa: PLC0415
+
+            self._decoder = make_decoder(self.decoder_name)
+        return self._decoder
+
+    def __getitem__(self, position: int) -> dict:
+        if self._shard is None:
+            self._shard = self.plan.shard(self.epoch)
+        found: dict[int, tuple[str, str]] = {}
+        while True:
+            spec = self.plan.clip(self.epoch, position, found, self._shard)
+            info = self.infos[spec.video]
+            try:
+                frames = self.decoder.decode(self.paths[spec.video], spec.frames, info)
+                if frames.shape[1:3] != (info.height, info.width):
+                    raise BadVideo("decode_error", f"decoded {frames.shape[2]}x{frames.shape[1]} frames, "
+                                                   f"probed {info.width}x{info.height}")
+                clip = transform_clip(frames, spec, self.input_size, self.antialias)
+            except BadVideo as e:
+                found[spec.video] = (e.reason, e.detail)
+                continue
+            except Exception as e:  # noqa: BLE001 - any decoder failure is a bad video, never a crash
+                found[spec.video] = ("decode_error", f"{type(e).__name__}: {str(e)[:160]}")
+                continue
+            return {"video": clip, "label": spec.label, "position": spec.position, "view": spec.view,
+                    "video_index": spec.video, "spec": spec}
+
+
+def collate(items: list[dict]) -> dict:
+    return {"video": torch.stack([it["video"] for it in items]),
+            "label": torch.tensor([it["label"] for it in items], dtype=torch.long),
+            "position": torch.tensor([it["position"] for it in items], dtype=torch.long),
+            "view": torch.tensor([it["view"] for it in items], dtype=torch.long),
+            "video_index": torch.tensor([it["video_index"] for it in items], dtype=torch.long),
+            "specs": [it["spec"] for it in items]}
+
+
+class CpuBackend:
+    """Batches of one epoch from ``start_step``: dicts with a (B, T, 3, S, S) float32 'video'."""
+    name = "cpu"
+
+    def __init__(self, plan: SamplePlan, paths: list[str], infos, input_size: int, num_workers: int = 4,
+                 decoder: str = "auto", antialias: bool = False, pin_memory: bool = False):
+        self.plan, self.paths, self.infos = plan, paths, infos
+        self.input_size, self.num_workers, self.decoder = input_size, num_workers, decoder
+        self.antialias, self.pin_memory = antialias, pin_memory
+
+    @property
+    def decoder_name(self) -> str:
+        from .decode import make_decoder  # noqa: PLC0415
+
+        return make_decoder(self.decoder).name
+
+    def epoch(self, epoch: int, start_step: int = 0):
+        dataset = PlanClips(self.plan, self.paths, self.infos, epoch, self.input_size, self.decoder, self.antialias)
+        batches = [list(self.plan.batch_positions(s)) for s in range(start_step, self.plan.steps_per_epoch)]
+        if not batches:
+            return iter(())
+        loader = DataLoader(dataset, batch_sampler=batches, num_workers=self.num_workers, collate_fn=collate,
+                            pin_memory=self.pin_memory, persistent_workers=False,
+                            prefetch_factor=4 if self.num_workers else None)
+        return iter(loader)

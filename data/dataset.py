@@ -1,0 +1,349 @@
+"""Datasets in the official list format, and the probe index of their videos.
+
+A list file has one video a line, ``relative/path.mp4 <label>`` (spec section 2); a label CSV
+``id,name`` names the classes. Every video is probed once (frame count, size, rotation, codec,
+timestamps, key frames) with PyAV and the results are cached beside the list, keyed by each
+file's size and mtime, so later runs and epochs never probe again unless a file changed.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .bad_videos import BadVideo
+
+log = logging.getLogger("ila_fast.data")
+
+INDEX_VERSION = 1
+# Container signatures: a file that starts like a video but does not open is "truncated",
+# anything else that does not open is "not_a_video".
+_MAGIC = (b"\x1aE\xdf\xa3",)  # Matroska / WebM (EBML)
+_MP4_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")
+
+
+class DatasetError(ValueError):
+    """A list or label file that cannot be used; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class VideoEntry:
+    path: str    # relative to the data root, as written in the list
+    label: int
+    line: int    # 1-based line in the list file
+
+
+def read_labels(csv_path: str | os.PathLike) -> list[str]:
+    """Class names from a label CSV (``id,name``; a header line is optional); ids must be 0..K-1."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise DatasetError(f"{csv_path}: label CSV not found")
+    names: dict[int, str] = {}
+    with open(csv_path, newline="") as f:
+        for lineno, row in enumerate(csv.reader(f), 1):
+            if not row or not "".join(row).strip():
+                continue
+            if len(row) < 2:
+                raise DatasetError(f"{csv_path}:{lineno}: expected 'id,name', got {','.join(row)!r}")
+            key, name = row[0].strip(), ",".join(row[1:]).strip()
+            if not key.lstrip("-").isdigit():
+                if lineno == 1:
+                    continue  # header
+                raise DatasetError(f"{csv_path}:{lineno}: class id {key!r} is not an integer")
+            cid = int(key)
+            if cid in names:
+                raise DatasetError(f"{csv_path}:{lineno}: class id {cid} appears twice")
+            names[cid] = name
+    if not names:
+        raise DatasetError(f"{csv_path}: no classes")
+    if sorted(names) != list(range(len(names))):
+        missing = sorted(set(range(max(names) + 1)) - set(names))[:5]
+        raise DatasetError(f"{csv_path}: class ids must be 0..{len(names) - 1} without gaps; missing {missing}")
+    return [names[i] for i in range(len(names))]
+
+
+def read_list(list_path: str | os.PathLike, root: str | os.PathLike, num_classes: int | None = None,
+              check_files: bool = True) -> list[VideoEntry]:
+    """Parse a list file; malformed lines and out-of-range labels raise naming file and line.
+
+    Missing videos are reported once, up front, with their count and the first few lines.
+    """
+    list_path, root = Path(list_path), Path(root)
+    if not list_path.is_file():
+        raise DatasetError(f"{list_path}: list file not found")
+    entries: list[VideoEntry] = []
+    with open(list_path) as f:
+        for lineno, raw in enumerate(f, 1):
+            line = raw.strip()
+            if not line:
+                continue
+            parts = line.rsplit(None, 1)  # paths may contain spaces; the label is the last field
+            if len(parts) != 2:
+                raise DatasetError(f"{list_path}:{lineno}: expected 'relative/path label', got {line!r}")
+            path, label = parts
+            try:
+                label = int(label)
+            except ValueError:
+                raise DatasetError(f"{list_path}:{lineno}: label {label!r} is not an integer") from None
+            if label < 0 or (num_classes is not None and label >= num_classes):
+                bound = f"0..{num_classes - 1}" if num_classes is not None else ">= 0"
+                raise DatasetError(f"{list_path}:{lineno}: label {label} is out of range ({bound})")
+            entries.append(VideoEntry(path, label, lineno))
+    if not entries:
+        raise DatasetError(f"{list_path}: no videos listed")
+    if check_files:
+        missing = [e for e in entries if not (root / e.path).is_file()]
+        if missing:
+            shown = "; ".join(f"line {e.line}: {e.path}" for e in missing[:5])
+            raise DatasetError(f"{list_path}: {len(missing)} of {len(entries)} listed videos are missing under "
+                               f"data root {root} ({shown}{'; ...' if len(missing) > 5 else ''}). "
+                               "Check data.root or remove them from the list.")
+    return entries
+
+
+# ---------------------------------------------------------------- probing
+
+@dataclass
+class VideoInfo:
+    """What the loaders need to know about one video, from one probe."""
+    num_frames: int = 0
+    width: int = 0            # coded (raw) size
+    height: int = 0
+    rotation: int = 0         # degrees counter-clockwise to display upright (multiple of 90)
+    codec: str = ""
+    fps: float = 0.0
+    pix_fmt: str = ""
+    pts0: int = 0             # constant frame rate: pts of frame i = pts0 + i * dpts
+    dpts: int = 0
+    pts: list[int] | None = None          # variable frame rate: every frame's pts, presentation order
+    keyframes: list[int] = field(default_factory=list)  # frame indices of key frames
+    bad: str | None = None    # a reason from bad_videos.REASONS, or None
+    detail: str = ""
+
+    @property
+    def quarter_turns(self) -> int:
+        """Counter-clockwise quarter turns to display upright (np.rot90's k)."""
+        return (round(self.rotation / 90)) % 4
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """(width, height) as displayed, after rotation."""
+        return (self.height, self.width) if self.quarter_turns % 2 else (self.width, self.height)
+
+    def frame_pts(self, i: int) -> int:
+        return self.pts[i] if self.pts is not None else self.pts0 + i * self.dpts
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "VideoInfo":
+        return cls(**d)
+
+
+def _classify_unopenable(path: Path) -> str:
+    with open(path, "rb") as f:
+        head = f.read(12)
+    if head.startswith(_MAGIC) or head[4:8] in _MP4_BOXES:
+        return "truncated"
+    return "not_a_video"
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+    """Probe one video with PyAV: demux every packet (no decoding) and decode the last GOP.
+
+    Never raises for a bad file: the returned info carries the reason in ``bad``.
+    """
+    try:
+        return _probe(Path(path))
+    except BadVideo as e:
+        return VideoInfo(bad=e.reason, detail=e.detail)
+
+
+def _probe(path: Path) -> VideoInfo:
+    import av  # noqa: PLC0415 - optional dependency (the dev / cpu-video extras)
+
+    if path.stat().st_size == 0:
+        raise BadVideo("empty_file", "0 bytes")
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except (av.error.FFmpegError, UnicodeDecodeError) as e:
+        raise BadVideo(_classify_unopenable(path), str(e)[:200]) from None
+    with container:
+        if not container.streams.video:
+            kinds = sorted({s.type for s in container.streams}) or ["no streams"]
+            raise BadVideo("no_video_stream", f"streams: {', '.join(kinds)}")
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        codec = (ctx.name or "") if ctx is not None else ""
+        try:
+            av.codec.Codec(codec, "r")
+        except Exception:  # noqa: BLE001 - PyAV raises several kinds for unknown codecs
+            raise BadVideo("unsupported_codec", f"no decoder for codec {codec or 'unknown'!r}") from None
+        info = VideoInfo(width=ctx.width, height=ctx.height, codec=codec,
+                         fps=float(stream.average_rate or stream.guessed_rate or 0),
+                         pix_fmt=ctx.format.name if ctx.format is not None else "")
+        packets = []  # (pts, is_keyframe)
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0 or packet.pts is None:
+                    continue
+                packets.append((packet.pts, packet.is_keyframe))
+        except av.error.FFmpegError as e:
+            if not packets:
+                raise BadVideo("truncated", f"demuxing failed: {str(e)[:200]}") from None
+            raise BadVideo("truncated", f"demuxing stopped after {len(packets)} packets: {str(e)[:160]}") from None
+        if not packets:
+            raise BadVideo("too_few_frames", "no video frames")
+        pts = sorted(p for p, _ in packets)
+        if len(set(pts)) != len(pts):
+            raise BadVideo("decode_error", "duplicate frame timestamps")
+        order = {p: i for i, p in enumerate(pts)}
+        info.num_frames = len(pts)
+        info.keyframes = sorted(order[p] for p, key in packets if key)
+        if not info.keyframes or info.keyframes[0] != 0:
+            info.keyframes = [0] + info.keyframes  # decoding starts at the stream start anyway
+        steps = {b - a for a, b in zip(pts, pts[1:])}
+        if len(steps) <= 1:
+            info.pts0, info.dpts = pts[0], (steps.pop() if steps else 1)
+        else:
+            info.pts = pts
+        # Decode from the last key frame to the end: a cut-off file loses its last frames here,
+        # and the first decoded frame gives the display rotation.
+        last_key = info.keyframes[-1]
+        tail = _decode_tail(container, stream, info.frame_pts(last_key), set(pts[last_key:]))
+        if tail["error"] is not None or tail["count"] < len(pts) - last_key:
+            raise BadVideo("truncated", f"only {tail['count']} of the last {len(pts) - last_key} frames decode"
+                                        + (f" ({tail['error']})" if tail["error"] else ""))
+        info.rotation = tail["rotation"]
+        if info.width <= 0 or info.height <= 0:
+            info.width, info.height = tail["size"]
+    return info
+
+
+def _decode_tail(container, stream, start_pts: int, wanted: set[int]) -> dict:
+    import av  # noqa: PLC0415
+
+    out = {"count": 0, "error": None, "rotation": 0, "size": (0, 0)}
+    seen = set()
+    try:
+        container.seek(start_pts, stream=stream, backward=True, any_frame=False)
+        for frame in container.decode(stream):
+            if frame.pts in wanted and frame.pts not in seen:
+                seen.add(frame.pts)
+                if len(seen) == 1:
+                    out["rotation"] = int(round(frame.rotation or 0))
+                    out["size"] = (frame.width, frame.height)
+    except av.error.FFmpegError as e:
+        out["error"] = str(e)[:160]
+    out["count"] = len(seen)
+    return out
+
+
+# ---------------------------------------------------------------- the cached index
+
+def index_path_for(list_path: Path, index_dir: str | os.PathLike | None) -> Path:
+    if index_dir is None:
+        return list_path.with_name(list_path.name + ".index.json")
+    digest = hashlib.sha1(str(list_path.resolve()).encode()).hexdigest()[:10]
+    return Path(index_dir) / f"{list_path.name}.{digest}.index.json"
+
+
+class VideoIndex:
+    """Probe results for every video of a list, cached in a JSON file beside it.
+
+    An entry is reused while its file keeps the same size and mtime; changed or new files
+    are probed again (``probed`` counts them), so no epoch and no later run probes twice.
+    """
+
+    def __init__(self, list_path: str | os.PathLike, root: str | os.PathLike, entries: list[VideoEntry],
+                 index_dir: str | os.PathLike | None = None, workers: int = 4):
+        self.list_path, self.root = Path(list_path), Path(root)
+        self.path = index_path_for(self.list_path, index_dir)
+        cached = self._load()
+        self.infos: list[VideoInfo] = []
+        self.probed = 0
+        todo: list[tuple[int, Path, tuple[int, int]]] = []
+        fresh: dict[str, dict] = {}
+        for i, entry in enumerate(entries):
+            full = self.root / entry.path
+            st = full.stat()
+            stamp = (st.st_size, st.st_mtime_ns)
+            hit = cached.get(entry.path)
+            if hit is not None and tuple(hit["stamp"]) == stamp:
+                self.infos.append(VideoInfo.from_json(hit["info"]))
+                fresh[entry.path] = hit
+            else:
+                self.infos.append(None)  # type: ignore[arg-type]
+                todo.append((i, full, stamp))
+        if todo:
+            log.info("probing %d videos of %s (cached in %s)", len(todo), self.list_path, self.path)
+            with ThreadPoolExecutor(max(1, workers)) as pool:  # PyAV releases the GIL while demuxing
+                for (i, full, stamp), info in zip(todo, pool.map(lambda t: probe_video(t[1]), todo)):
+                    self.infos[i] = info
+                    fresh[entries[i].path] = {"stamp": list(stamp), "info": info.to_json()}
+            self.probed = len(todo)
+            self._save(fresh)
+
+    def _load(self) -> dict:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        if data.get("version") != INDEX_VERSION or data.get("root") != str(self.root.resolve()):
+            return {}
+        return data.get("videos", {})
+
+    def _save(self, videos: dict) -> None:
+        data = {"version": INDEX_VERSION, "list": str(self.list_path.resolve()), "root": str(self.root.resolve()),
+                "videos": videos}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(data))
+            os.replace(tmp, self.path)
+        except OSError as e:  # a read-only data folder: keep going, probe again next run
+            log.warning("cannot write the probe index %s (%s); set data.index_dir to a writable folder",
+                        self.path, e)
+
+
+@dataclass
+class VideoDataset:
+    """A parsed list with its probe index: everything a sample plan and a backend need."""
+    list_path: Path
+    root: Path
+    entries: list[VideoEntry]
+    infos: list[VideoInfo]
+    class_names: list[str] | None = None
+
+    @classmethod
+    def load(cls, list_path, root, labels_csv=None, num_classes: int | None = None, index_dir=None,
+             workers: int = 4) -> "VideoDataset":
+        names = read_labels(labels_csv) if labels_csv else None
+        if names is not None and num_classes is not None and len(names) != num_classes:
+            raise DatasetError(f"{labels_csv}: {len(names)} classes, but the model expects {num_classes}")
+        k = num_classes if num_classes is not None else (len(names) if names else None)
+        entries = read_list(list_path, root, k)
+        index = VideoIndex(list_path, root, entries, index_dir=index_dir, workers=workers)
+        ds = cls(Path(list_path), Path(root), entries, index.infos, names)
+        ds.index = index
+        return ds
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @property
+    def paths(self) -> list[str]:
+        return [e.path for e in self.entries]
+
+    @property
+    def labels(self) -> list[int]:
+        return [e.label for e in self.entries]
+
+    def full_path(self, i: int) -> str:
+        return str(self.root / self.entries[i].path)

@@ -1,0 +1,370 @@
+"""SamplePlan: the single source of randomness of the data pipeline.
+
+For (seed, epoch, rank, world size, step) the plan says, per clip, which video, which frames,
+which crop box and which augmentation parameters; the backends (DALI, CPU) only execute it.
+Every random draw comes from a generator keyed by (seed, epoch, global position, attempt), so
+
+* the same plan gives the same clips on any backend, in any worker order;
+* a run resumes from any step without replaying the ones before;
+* the global order does not depend on the world size: rank r of w takes positions r, r+w, ...
+  of one permutation, so shards are disjoint and no sample is seen twice in an epoch.
+
+Frame sampling follows ILA (spec section 4): T equal segments, seg = (n-1)/T, segment i spans
+round(seg*i)..round(seg*(i+1)) inclusive (Python's round, half to even, as numpy's); training
+draws one frame per segment, single-view evaluation takes each segment's midpoint, and
+multi-clip evaluation takes K evenly spaced, deterministic frames per segment (the official
+sampler draws them at random, so its test numbers vary run to run).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+MODES = ("train", "val", "test")
+_TAG_ORDER, _TAG_CLIP, _TAG_REPLACE, _TAG_MIX = 1, 2, 3, 4
+
+
+# ---------------------------------------------------------------- ILA's frame sampling
+
+def segment_bounds(num_frames: int, frames: int) -> list[tuple[int, int]]:
+    """Inclusive (start, end) of each of the T segments of an n-frame video."""
+    seg = (num_frames - 1) / frames
+    return [(round(seg * i), round(seg * (i + 1))) for i in range(frames)]
+
+
+def train_indices(num_frames: int, frames: int, rng: np.random.Generator) -> list[int]:
+    """One uniformly random frame per segment (bounds inclusive)."""
+    return [int(rng.integers(s, e + 1)) for s, e in segment_bounds(num_frames, frames)]
+
+
+def midpoint_indices(num_frames: int, frames: int) -> list[int]:
+    return [(s + e) // 2 for s, e in segment_bounds(num_frames, frames)]
+
+
+def clip_indices(num_frames: int, frames: int, clip: int, clips: int) -> list[int]:
+    """Clip ``clip`` of ``clips`` evenly spaced clips: in each segment the frame at (clip+1)/(clips+1).
+
+    With one clip this is the segment midpoint.
+    """
+    return [s + ((clip + 1) * (e - s)) // (clips + 1) for s, e in segment_bounds(num_frames, frames)]
+
+
+# ---------------------------------------------------------------- spatial boxes
+
+def multiscale_crop(width: int, height: int, input_size: int, resize_ratio: float, scales, max_aspect_gap: int,
+                    rng: np.random.Generator) -> tuple[int, int, int, int]:
+    """ILA's training crop, as a box (x, y, w, h) in source pixels of the (upright) frame.
+
+    The official pipeline resizes the short side to resize_ratio * input_size, picks a crop of
+    size base * scale per axis (scales at most ``max_aspect_gap`` steps apart, sizes within 3
+    pixels of the input size snapped to it) at one of 5 fixed positions (corners, centre), then
+    resizes the crop to input_size. We compute the same box in source pixels and resize once.
+    """
+    short = round(resize_ratio * input_size)
+    f = short / min(width, height)
+    vw, vh = int(width * f + 0.5), int(height * f + 0.5)
+    base = min(vw, vh)
+    sizes = [int(base * s) for s in scales]
+    crop_h = [input_size if abs(x - input_size) < 3 else x for x in sizes]
+    crop_w = [input_size if abs(x - input_size) < 3 else x for x in sizes]
+    pairs = [(w, h) for i, h in enumerate(crop_h) for j, w in enumerate(crop_w) if abs(i - j) <= max_aspect_gap]
+    cw, ch = pairs[int(rng.integers(len(pairs)))]
+    cw, ch = min(cw, vw), min(ch, vh)
+    ws, hs = (vw - cw) // 4, (vh - ch) // 4
+    offsets = [(0, 0), (4 * ws, 0), (0, 4 * hs), (4 * ws, 4 * hs), (2 * ws, 2 * hs)]
+    ox, oy = offsets[int(rng.integers(len(offsets)))]
+    return _to_source((ox, oy, cw, ch), f, width, height)
+
+
+def _to_source(box, f: float, width: int, height: int) -> tuple[int, int, int, int]:
+    x0, y0 = round(box[0] / f), round(box[1] / f)
+    x1, y1 = round((box[0] + box[2]) / f), round((box[1] + box[3]) / f)
+    x0, y0 = min(max(0, x0), width - 1), min(max(0, y0), height - 1)
+    x1, y1 = min(max(x0 + 1, x1), width), min(max(y0 + 1, y1), height)
+    return (x0, y0, x1 - x0, y1 - y0)
+
+
+def test_crop(width: int, height: int, crop: int, crops: int) -> tuple[int, int, int, int]:
+    """Evaluation crop ``crop`` of ``crops`` (1: centre; 3: left/centre/right or top/centre/bottom).
+
+    The short side is resized to the input size and an input-sized square is cut, i.e. a
+    square of the short side in source pixels.
+    """
+    side = min(width, height)
+    long_free = max(width, height) - side
+    offset = long_free // 2 if crops == 1 else (0, long_free // 2, long_free)[crop]
+    return (offset, 0, side, side) if width >= height else (0, offset, side, side)
+
+
+def display_box_to_raw(box, quarter_turns: int, raw_w: int, raw_h: int) -> tuple[int, int, int, int]:
+    """Map a box of the upright frame, np.rot90(raw, k), back to the raw (coded) frame."""
+    x, y, w, h = box
+    k = quarter_turns % 4
+    if k == 0:
+        return (x, y, w, h)
+    if k == 1:
+        return (raw_w - y - h, x, h, w)
+    if k == 2:
+        return (raw_w - x - w, raw_h - y - h, w, h)
+    return (y, raw_h - x - w, h, w)
+
+
+# ---------------------------------------------------------------- the plan
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """Photometric and erasing parameters of one training clip (identity when disabled)."""
+    brightness: float = 1.0
+    contrast: float = 1.0
+    saturation: float = 1.0
+    hue_degrees: float = 0.0
+    grayscale: bool = False
+    erase: tuple[int, int, int, int] | None = None  # (x, y, w, h) on the output, upright
+    erase_seed: int = 0                             # seeds the erased region's per-pixel noise
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """One clip to produce, as decided by the plan."""
+    position: int                        # position in this rank's epoch (the sample id)
+    global_position: int
+    video: int                           # index in the dataset
+    label: int
+    view: int                            # evaluation view (clip * crops + crop); 0 in training
+    frames: tuple[int, ...]
+    crop: tuple[int, int, int, int]      # (x, y, w, h) in source pixels of the upright frame
+    quarter_turns: int                   # display rotation (np.rot90 k) to apply after cropping
+    raw_crop: tuple[int, int, int, int]  # the same box in the coded frame
+    augment: AugmentParams = field(default_factory=AugmentParams)
+    skipped: tuple[tuple[int, str, str], ...] = ()  # (video, reason, detail) replaced on the way here
+
+
+@dataclass(frozen=True)
+class MixSpec:
+    mode: str                             # "none", "mixup" or "cutmix"
+    lam: float = 1.0                      # weight of the clip itself (after box correction)
+    box: tuple[int, int, int, int] | None = None  # cutmix (y0, y1, x0, x1) on the output
+
+
+class NoUsableReplacement(RuntimeError):
+    pass
+
+
+@dataclass
+class PlanSettings:
+    """The sampling and augmentation settings the plan needs (a subset of DataConfig)."""
+    frames: int
+    input_size: int
+    seed: int = 0
+    batch_size: int = 8
+    test_clips: int = 4
+    test_crops: int = 3
+    resize_ratio: float = 256 / 224
+    crop_scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)
+    max_aspect_gap: int = 1
+    color_jitter_p: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.1
+    grayscale_p: float = 0.2
+    erasing_p: float = 0.25
+    mixup_alpha: float = 0.8
+    cutmix_alpha: float = 1.0
+    mix_switch_p: float = 0.5
+    mix_p: float = 1.0
+    replace_attempts: int = 16
+    short_videos: str = "repeat"
+
+    @classmethod
+    def from_config(cls, data_cfg, frames: int, input_size: int) -> "PlanSettings":
+        names = set(cls.__dataclass_fields__) - {"frames", "input_size"}
+        values = {n: getattr(data_cfg, n) for n in names}
+        values["crop_scales"] = tuple(values["crop_scales"])
+        return cls(frames=frames, input_size=input_size, **values)
+
+
+class SamplePlan:
+    """Which clip each (epoch, rank, position) gets; pure Python, deterministic, resumable.
+
+    ``num_frames`` / ``sizes`` (coded width, height) / ``quarter_turns`` / ``labels`` describe the
+    videos (from the probe index); ``bad`` maps videos the probe found unusable to
+    (reason, detail). Training shards take ``len // world`` samples per rank (the tail of each
+    epoch's permutation, different every epoch, is dropped so ranks step together); evaluation
+    shards cover every video exactly once, with all its views.
+    """
+
+    def __init__(self, settings: PlanSettings, num_frames: list[int], sizes: list[tuple[int, int]],
+                 labels: list[int], quarter_turns: list[int] | None = None, mode: str = "train",
+                 rank: int = 0, world: int = 1, bad: dict[int, tuple[str, str]] | None = None):
+        if mode not in MODES:
+            raise ValueError(f"mode {mode!r} is not one of {MODES}")
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} is not in [0, {world})")
+        self.s, self.mode, self.rank, self.world = settings, mode, rank, world
+        self.num_frames, self.sizes, self.labels = list(num_frames), list(sizes), list(labels)
+        self.quarter_turns = list(quarter_turns) if quarter_turns is not None else [0] * len(labels)
+        self.bad = dict(bad or {})
+        if settings.short_videos == "skip":
+            for v, n in enumerate(self.num_frames):
+                if 0 < n < settings.frames and v not in self.bad:
+                    self.bad[v] = ("too_few_frames", f"{n} frames < T = {settings.frames}")
+        for v, n in enumerate(self.num_frames):
+            if n < 1 and v not in self.bad:
+                self.bad[v] = ("too_few_frames", "no frames")
+        n = len(labels)
+        self.views = settings.test_clips * settings.test_crops if mode == "test" else 1
+        self.videos_per_rank = n // world if mode == "train" else len(range(rank, n, world))
+        if mode == "train" and self.videos_per_rank == 0:
+            raise ValueError(f"{n} videos cannot feed {world} ranks")
+
+    # -- sizes
+    def __len__(self) -> int:
+        """Clips per epoch on this rank."""
+        return self.videos_per_rank * self.views
+
+    @property
+    def steps_per_epoch(self) -> int:
+        b = self.s.batch_size
+        return len(self) // b if self.mode == "train" else math.ceil(len(self) / b)
+
+    # -- randomness
+    def _rng(self, *key: int) -> np.random.Generator:
+        return np.random.default_rng([self.s.seed & 0xFFFFFFFF, *key])
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The global video order of an epoch (a permutation in training, identity otherwise)."""
+        n = len(self.labels)
+        if self.mode == "train":
+            return self._rng(_TAG_ORDER, epoch).permutation(n)
+        return np.arange(n)
+
+    def shard(self, epoch: int) -> np.ndarray:
+        """This rank's videos for the epoch, in order."""
+        return self.order(epoch)[self.rank::self.world][: self.videos_per_rank]
+
+    def batch_positions(self, step: int) -> range:
+        b = self.s.batch_size
+        return range(step * b, min((step + 1) * b, len(self)))
+
+    def batch(self, epoch: int, step: int, skip: Mapping[int, tuple[str, str]] | None = None) -> list[ClipSpec]:
+        shard = self.shard(epoch)
+        return [self.clip(epoch, p, skip, shard) for p in self.batch_positions(step)]
+
+    # -- one clip
+    def clip(self, epoch: int, position: int, skip: Mapping[int, tuple[str, str]] | None = None,
+             shard: np.ndarray | None = None) -> ClipSpec:
+        """The clip at ``position``; videos that are bad (probe) or in ``skip`` (found while
+        loading; video -> (reason, detail)) are replaced by the first usable of a deterministic chain of candidates drawn
+        from the same shard."""
+        if not 0 <= position < len(self):
+            raise IndexError(f"position {position} is outside this rank's epoch of {len(self)} clips")
+        shard = self.shard(epoch) if shard is None else shard
+        skip = skip or {}
+        local, view = divmod(position, self.views)
+        gpos = (local * self.world + self.rank) * self.views + view
+        video = int(shard[local])
+        skipped = []
+        chain = None
+        for attempt in range(self.s.replace_attempts + 1):
+            reason = self.bad.get(video) or skip.get(video)
+            if reason is None:
+                return self._make(epoch, position, gpos, video, view, attempt, tuple(skipped))
+            skipped.append((video, reason[0], reason[1]))
+            if chain is None:
+                chain = self._rng(_TAG_REPLACE, epoch, gpos)
+            video = int(shard[int(chain.integers(len(shard)))])
+        raise NoUsableReplacement(f"no usable video for position {position} after {self.s.replace_attempts} "
+                                  f"replacement attempts; skipped {skipped}")
+
+    def _make(self, epoch, position, gpos, video, view, attempt, skipped) -> ClipSpec:
+        s = self.s
+        n = self.num_frames[video]
+        raw_w, raw_h = self.sizes[video]
+        k = self.quarter_turns[video] % 4
+        w, h = (raw_h, raw_w) if k % 2 else (raw_w, raw_h)
+        augment = AugmentParams()
+        if self.mode == "train":
+            rng = self._rng(_TAG_CLIP, epoch, gpos, attempt)
+            frames = train_indices(n, s.frames, rng)
+            crop = multiscale_crop(w, h, s.input_size, s.resize_ratio, s.crop_scales, s.max_aspect_gap, rng)
+            augment = self._augment(rng)
+        elif self.mode == "val":
+            frames = midpoint_indices(n, s.frames)
+            crop = test_crop(w, h, 0, 1)
+        else:
+            clip, crop_id = divmod(view, s.test_crops)
+            frames = clip_indices(n, s.frames, clip, s.test_clips)
+            crop = test_crop(w, h, crop_id, s.test_crops)
+        return ClipSpec(position=position, global_position=gpos, video=video, label=self.labels[video],
+                        view=view, frames=tuple(frames), crop=crop, quarter_turns=k,
+                        raw_crop=display_box_to_raw(crop, k, raw_w, raw_h), augment=augment, skipped=skipped)
+
+    def _augment(self, rng: np.random.Generator) -> AugmentParams:
+        s = self.s
+        # Draws happen whether or not an augmentation is on, so turning one off leaves the others alone.
+        jitter = rng.random() < s.color_jitter_p
+        b = rng.uniform(max(0.0, 1 - s.brightness), 1 + s.brightness)
+        c = rng.uniform(max(0.0, 1 - s.contrast), 1 + s.contrast)
+        sat = rng.uniform(max(0.0, 1 - s.saturation), 1 + s.saturation)
+        hue = rng.uniform(-s.hue, s.hue) * 360.0
+        gray = bool(rng.random() < s.grayscale_p)
+        erase = None
+        do_erase = rng.random() < s.erasing_p
+        erase_seed = int(rng.integers(2**31))
+        boxes = []
+        area = s.input_size * s.input_size
+        for _ in range(10):  # timm's RandomErasing: area 2%..1/3, log-uniform aspect 0.3..3.3
+            target = rng.uniform(0.02, 1 / 3) * area
+            aspect = math.exp(rng.uniform(math.log(0.3), math.log(1 / 0.3)))
+            eh, ew = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
+            y0 = int(rng.integers(0, max(1, s.input_size - eh + 1)))
+            x0 = int(rng.integers(0, max(1, s.input_size - ew + 1)))
+            boxes.append((x0, y0, ew, eh) if ew < s.input_size and eh < s.input_size else None)
+        if do_erase:
+            erase = next((box for box in boxes if box is not None), None)
+        if not jitter:
+            b = c = sat = 1.0
+            hue = 0.0
+        return AugmentParams(brightness=float(b), contrast=float(c), saturation=float(sat), hue_degrees=float(hue),
+                             grayscale=gray, erase=erase, erase_seed=erase_seed)
+
+    # -- batch mixing
+    def mix(self, epoch: int, step: int) -> MixSpec:
+        """Mixup / cutmix of one training batch (timm's 'batch' mode): partner = the batch reversed."""
+        s = self.s
+        if self.mode != "train" or (s.mixup_alpha <= 0 and s.cutmix_alpha <= 0):
+            return MixSpec("none")
+        rng = self._rng(_TAG_MIX, epoch, step, self.rank, self.world)
+        if rng.random() >= s.mix_p:
+            return MixSpec("none")
+        use_cutmix = s.cutmix_alpha > 0 and (s.mixup_alpha <= 0 or rng.random() < s.mix_switch_p)
+        if not use_cutmix:
+            return MixSpec("mixup", float(rng.beta(s.mixup_alpha, s.mixup_alpha)))
+        lam = float(rng.beta(s.cutmix_alpha, s.cutmix_alpha))
+        size = s.input_size
+        cut = math.sqrt(1.0 - lam)
+        ch, cw = int(size * cut), int(size * cut)
+        cy, cx = int(rng.integers(size)), int(rng.integers(size))
+        y0, y1 = int(np.clip(cy - ch // 2, 0, size)), int(np.clip(cy + ch // 2, 0, size))
+        x0, x1 = int(np.clip(cx - cw // 2, 0, size)), int(np.clip(cx + cw // 2, 0, size))
+        lam = 1.0 - (y1 - y0) * (x1 - x0) / float(size * size)
+        return MixSpec("cutmix", lam, (y0, y1, x0, x1))
+
+
+def plan_for_dataset(dataset, settings: PlanSettings, mode: str, rank: int = 0, world: int = 1,
+                     unsupported_codecs=None, supported_codecs=None) -> SamplePlan:
+    """A plan over a ``VideoDataset``; the probe's verdicts (and the backend's codec support) mark bad videos."""
+    bad = {}
+    for i, info in enumerate(dataset.infos):
+        if info.bad:
+            bad[i] = (info.bad, info.detail)
+        elif supported_codecs is not None and info.codec not in supported_codecs:
+            bad[i] = ("unsupported_codec", f"codec {info.codec!r} is not decoded by this backend "
+                                           f"(supported: {', '.join(sorted(supported_codecs))})")
+    return SamplePlan(settings, [info.num_frames for info in dataset.infos],
+                      [(info.width, info.height) for info in dataset.infos], dataset.labels,
+                      [info.quarter_turns for info in dataset.infos], mode=mode, rank=rank, world=world, bad=bad)
