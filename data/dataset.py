@@ -201,6 +201,7 @@ def _probe(path: Path) -> VideoInfo:
         if not packets:
             raise BadVideo("too_few_frames", "no video frames")
         pts = sorted(p for p, _ in packets)
+        _check_complete(container, stream, pts)
         if len(set(pts)) != len(pts):
             raise BadVideo("decode_error", "duplicate frame timestamps")
         order = {p: i for i, p in enumerate(pts)}
@@ -224,6 +225,19 @@ def _probe(path: Path) -> VideoInfo:
         if info.width <= 0 or info.height <= 0:
             info.width, info.height = tail["size"]
     return info
+
+
+def _check_complete(container, stream, pts: list[int]) -> None:
+    """A cut-off file often still demuxes: compare with what its header promises."""
+    expected = int(stream.frames or 0)
+    if expected and len(pts) < expected:
+        raise BadVideo("truncated", f"{len(pts)} of the {expected} frames in the header are present")
+    if len(container.streams) == 1 and container.duration and stream.time_base and len(pts) > 1:
+        step = (pts[-1] - pts[0]) / (len(pts) - 1)
+        end = float((pts[-1] + step) * stream.time_base)
+        promised = container.duration / 1_000_000
+        if end < 0.9 * promised - 0.1:
+            raise BadVideo("truncated", f"frames end at {end:.2f} s of the {promised:.2f} s in the header")
 
 
 def _decode_tail(container, stream, start_pts: int, wanted: set[int]) -> dict:

@@ -87,7 +87,7 @@ def _to_source(box, f: float, width: int, height: int) -> tuple[int, int, int, i
     return (x0, y0, x1 - x0, y1 - y0)
 
 
-def test_crop(width: int, height: int, crop: int, crops: int) -> tuple[int, int, int, int]:
+def eval_crop(width: int, height: int, crop: int, crops: int) -> tuple[int, int, int, int]:
     """Evaluation crop ``crop`` of ``crops`` (1: centre; 3: left/centre/right or top/centre/bottom).
 
     The short side is resized to the input size and an input-sized square is cut, i.e. a
@@ -294,11 +294,11 @@ class SamplePlan:
             augment = self._augment(rng)
         elif self.mode == "val":
             frames = midpoint_indices(n, s.frames)
-            crop = test_crop(w, h, 0, 1)
+            crop = eval_crop(w, h, 0, 1)
         else:
             clip, crop_id = divmod(view, s.test_crops)
             frames = clip_indices(n, s.frames, clip, s.test_clips)
-            crop = test_crop(w, h, crop_id, s.test_crops)
+            crop = eval_crop(w, h, crop_id, s.test_crops)
         return ClipSpec(position=position, global_position=gpos, video=video, label=self.labels[video],
                         view=view, frames=tuple(frames), crop=crop, quarter_turns=k,
                         raw_crop=display_box_to_raw(crop, k, raw_w, raw_h), augment=augment, skipped=skipped)

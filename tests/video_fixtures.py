@@ -1,0 +1,122 @@
+"""Tiny generated videos for the data tests (written once per test session into a temp folder).
+
+Good videos paint each frame's index as 6 horizontal bands (bit b of the index: band b white
+or black), so a loader's output tells which frames it really decoded, after any crop that
+keeps the full height and any resize.
+"""
+from __future__ import annotations
+
+import atexit
+import functools
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ila_fast.config import PIXEL_MEAN, PIXEL_STD
+from ila_fast.data.synthetic import render_motion, write_video
+
+BITS = 6
+W, H, N = 64, 48, 24   # fixture video size and length
+T = 8                  # frames per clip in the tests
+S = 32                 # input size in the tests
+
+
+def painted_frames(n: int = N, h: int = H, w: int = W) -> np.ndarray:
+    frames = np.zeros((n, h, w, 3), np.uint8)
+    band = h // BITS
+    for i in range(n):
+        for b in range(BITS):
+            if (i >> b) & 1:
+                frames[i, b * band:(b + 1) * band] = 255
+    return frames
+
+
+def read_indices_raw(frames: np.ndarray) -> list[int]:
+    """(T, H, W, 3) uint8 painted frames -> frame indices."""
+    band = frames.shape[1] // BITS
+    return [sum(int(f[b * band + band // 2, :, :].mean() > 128) << b for b in range(BITS)) for f in frames]
+
+
+def read_indices_clip(clip) -> list[int]:
+    """(T, 3, S, S) normalised clip of a painted video (full-height crop) -> frame indices."""
+    x = clip.float().cpu().numpy() * np.array(PIXEL_STD).reshape(1, 3, 1, 1) + np.array(PIXEL_MEAN).reshape(1, 3, 1, 1)
+    s = x.shape[-2]
+    band = s / BITS
+    out = []
+    for f in x:
+        rows = [f[:, int((b + 0.5) * band), :].mean() for b in range(BITS)]
+        out.append(sum(int(r > 128) << b for b, r in enumerate(rows)))
+    return out
+
+
+def _truncate(src: Path, dst: Path, fraction: float) -> Path:
+    data = src.read_bytes()
+    dst.write_bytes(data[: int(len(data) * fraction)])
+    return dst
+
+
+def _audio_only(path: Path) -> Path:
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libopus", rate=48000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 9600), np.float32), format="flt", layout="mono")
+        frame.sample_rate = 48000
+        for p in s.encode(frame):
+            c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+@functools.lru_cache(maxsize=None)
+def fixture_videos() -> dict[str, Path]:
+    """name -> path of every fixture video (good ones and one per bad case)."""
+    root = Path(tempfile.mkdtemp(prefix="ila_data_tests_"))
+    atexit.register(shutil.rmtree, root, True)
+    paint = painted_frames()
+    v = {}
+    v["painted_vp9"] = write_video(root / "painted_vp9.webm", paint, codec="vp9")
+    v["painted_h264"] = write_video(root / "painted_h264.mp4", paint, codec="h264")
+    rng = np.random.default_rng(0)
+    for k in range(3):
+        v[f"motion_vp9_{k}"] = write_video(root / f"motion_vp9_{k}.webm", render_motion("rotate", N, H, W, rng),
+                                           codec="vp9")
+    v["motion_h264_0"] = write_video(root / "motion_h264_0.mp4", render_motion("scale", N, H, W, rng))
+    # the bad-video cases
+    (root / "empty.webm").write_bytes(b"")
+    v["empty"] = root / "empty.webm"
+    long_clip = render_motion("translate_x", 64, H, W, rng)
+    full_webm = write_video(root / "long.webm", long_clip, codec="vp9")
+    full_mp4 = write_video(root / "long.mp4", long_clip, codec="h264")
+    v["truncated_webm"] = _truncate(full_webm, root / "truncated.webm", 0.5)
+    v["truncated_mp4"] = _truncate(full_mp4, root / "truncated.mp4", 0.6)
+    (root / "not_a_video.webm").write_bytes(b"this is a text file, not a video\n" * 40)
+    v["not_a_video"] = root / "not_a_video.webm"
+    v["no_video_stream"] = _audio_only(root / "audio_only.webm")
+    unknown = bytearray(v["motion_vp9_0"].read_bytes())
+    at = unknown.find(b"V_VP9")
+    unknown[at:at + 5] = b"V_QQ9"  # a codec id no decoder knows
+    (root / "unknown_codec.webm").write_bytes(bytes(unknown))
+    v["unsupported_codec"] = root / "unknown_codec.webm"
+    v["too_few_frames"] = write_video(root / "short.webm", paint[:5], codec="vp9")
+    v["odd_size"] = write_video(root / "odd_97x61.webm", painted_frames(N, 61, 97), codec="vp9")
+    pts, t = [], 0
+    for i in range(N):
+        pts.append(t)
+        t += 20 if i % 3 else 70
+    v["vfr"] = write_video(root / "vfr.webm", paint, codec="vp9", pts=pts)
+    v["rotated"] = write_video(root / "rotated.webm", paint, codec="vp9", rotation=90)
+    v["root"] = root
+    return v
+
+
+def write_list(root: Path, names: list[str], videos: dict[str, Path], name: str = "list.txt",
+               labels: list[int] | None = None) -> Path:
+    """A list file (official format) naming fixture videos relative to ``root``."""
+    lines = [f"{videos[n].relative_to(root)} {labels[i] if labels else i % 2}" for i, n in enumerate(names)]
+    path = Path(tempfile.mkdtemp(dir=root)) / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
