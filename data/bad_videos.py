@@ -129,10 +129,14 @@ class BadVideoLog:
     def write_report(self, epoch: int | None) -> Path | None:
         if self.report_path is None:
             return None
-        self.report_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.report_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.report(epoch), indent=1))
-        os.replace(tmp, self.report_path)
+        try:
+            self.report_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.report_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.report(epoch), indent=1))
+            os.replace(tmp, self.report_path)
+        except OSError as e:  # a read-only data folder must not stop training
+            log.warning("cannot write the bad-video report %s (%s); set data.report_dir", self.report_path, e)
+            return None
         return self.report_path
 
     def end_epoch(self, epoch: int) -> dict:

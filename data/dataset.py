@@ -166,7 +166,10 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
 
 
 def _probe(path: Path) -> VideoInfo:
-    import av  # noqa: PLC0415 - optional dependency (the dev / cpu-video extras)
+    try:
+        import av  # noqa: PLC0415 - optional dependency (the dev / cpu-video extras)
+    except ImportError as e:
+        raise ImportError("probing videos needs PyAV: pip install 'ila-fast[cpu-video]' (or av)") from e
 
     if path.stat().st_size == 0:
         raise BadVideo("empty_file", "0 bytes")
