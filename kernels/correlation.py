@@ -39,6 +39,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from . import reference
 from .alignment import INTERPRET, empty_output, store_cast
 
 
@@ -590,24 +591,17 @@ def pair_correlation_dense(z: torch.Tensor, weight: torch.Tensor, bias: torch.Te
                            bn_weight: torch.Tensor, bn_bias: torch.Tensor,
                            bn_mean: torch.Tensor, bn_var: torch.Tensor,
                            training: bool, momentum: float, eps: float) -> torch.Tensor:
-    """SSv2 front (dense 3x3 conv 2D -> C + BN + ReLU) without the 2D-channel pair tensor.
+    """SSv2 front (dense 3x3 conv 2D -> C + BN + ReLU): delegated to cuDNN on the pair tensor.
 
-    The conv is linear in its input channels, so conv(cat(x_t, x_t+1), W) =
-    conv(x_t, W[:, :D]) + conv(x_t+1, W[:, D:]). One cuDNN conv over all T frames with the
-    two weight halves stacked on the output channels, (B*T, D, G, G) -> (B*T, 2C, G, G),
-    then a shifted add gives every pair. This reads Z's patch maps once (channels-last, a
-    view of Z) instead of writing and re-reading the pair tensor (2(T-1)/T |Z|), and saves
-    the frame maps (|Z|) instead of the pair tensor for backward, at T/(T-1) of the
-    reference's FLOPs. The conv is compute-bound (K = 9 * 2D = 13824 for ViT-B), which is
-    why this stays with cuDNN rather than a Triton implicit GEMM: without a GPU to tune on,
-    a hand-written implicit GEMM is unlikely to reach cuDNN's tensor-core efficiency, and
-    the traffic it would save over this version is only the |Z|-sized read.
+    This is the reference computation (``reference.pair_correlation_dense``). The dense conv
+    is compute-bound (K = 9 * 2D = 13824 for ViT-B: ~311 GFLOP per block at B/16 8f x 32,
+    ~0.4-0.6 ms of tensor-core time on an H100), while building the pair tensor costs one
+    write and one read of 2(T-1)/T |Z| (~270 MB in bf16, ~0.09 ms at 3 TB/s): ~15% of the
+    time, and its memory is kept for backward. Splitting the conv by linearity into one conv
+    over all frames (weights stacked on the output channels) avoids the pair tensor at
+    T/(T-1) of the FLOPs, but rounds the two halves separately in bf16 before adding them,
+    so values near the ReLU threshold flip far more often than in the reference (measured
+    here: ~10x the reference's gradient error in bf16), so it is not used.
     """
-    b, t, l, d, g = _geometry(z)
-    c = weight.shape[0]
-    maps = z[:, :, 1:].reshape(b * t, g, g, d).permute(0, 3, 1, 2)  # NCHW view, channels-last strides
-    stacked = torch.cat([weight[:, :d], weight[:, d:]], 0)         # (2C, D, 3, 3)
-    both = F.conv2d(maps, stacked, None, padding=1).reshape(b, t, 2, c, g, g)
-    y = both[:, :-1, 0] + both[:, 1:, 1] + bias.reshape(1, 1, c, 1, 1)
-    y = F.batch_norm(y.reshape(b * (t - 1), c, g, g), bn_mean, bn_var, bn_weight, bn_bias, training, momentum, eps)
-    return F.relu(y)
+    return reference.pair_correlation_dense(z, weight, bias, bn_weight, bn_bias, bn_mean, bn_var,
+                                            training, momentum, eps)
