@@ -112,9 +112,14 @@ class TorchCodecDecoder:
         try:
             decoder = self.VideoDecoder(path, seek_mode="exact", dimension_order="NHWC", num_ffmpeg_threads=self.threads)
             batch = decoder.get_frames_at(indices=[int(i) for i in indices])
+            rotation = getattr(decoder.metadata, "rotation", None) or 0
         except Exception as e:  # noqa: BLE001 - torchcodec raises RuntimeError / ValueError / IndexError
             raise BadVideo("decode_error", str(e)[:200], path) from None
-        return batch.data.numpy()
+        frames = batch.data.numpy()
+        k = round(rotation / 90) % 4
+        if k:  # torchcodec (0.13+) returns frames upright; the pipeline expects coded orientation
+            frames = np.ascontiguousarray(np.rot90(frames, -k, axes=(1, 2)))
+        return frames
 
 
 def torchcodec_available() -> bool:

@@ -16,6 +16,7 @@ NO_PHOTOMETRIC = dict(color_jitter_p=0.0, grayscale_p=0.0, erasing_p=0.0, mixup_
 def loader_for(names, backend, mode="train", batch_size=4, num_workers=0, **overrides):
     v = fixture_videos()
     lst = write_list(v["root"], names, v)
+    overrides.setdefault("cpu_decoder", "pyav")  # the pixel-parity reference; torchcodec is tested apart
     cfg = DataConfig(root=str(v["root"]), train_list=str(lst), batch_size=batch_size, num_workers=num_workers,
                      dali_device="cpu", max_bad_fraction=1.0, **overrides)
     return build_loader(cfg, "train", frames=T, input_size=S, num_classes=2, backend=backend, mode=mode)
@@ -36,6 +37,20 @@ def test_frame_indices_through_painted_patterns(backend, video, mode):
             assert read_indices_clip(clip) == list(spec.frames)
             checked += 1
     assert checked == (4 if mode == "train" else 4 * 12)
+
+
+@pytest.mark.parametrize("video", ["painted_vp9", "painted_h264", "vfr", "odd_size", "rotated"])
+def test_torchcodec_frame_indices(video):
+    from ila_fast.data.decode import torchcodec_available
+
+    if not torchcodec_available():
+        pytest.skip("torchcodec is not installed (optional; needs system FFmpeg libraries)")
+    loader = loader_for([video] * 4, "cpu", "test", crop_scales=[1.0], cpu_decoder="torchcodec", **NO_PHOTOMETRIC)
+    assert loader.backend.decoder_name == "torchcodec"
+    for batch in loader:
+        for clip, spec in zip(batch.video, batch.specs):
+            upright = torch.rot90(clip, -spec.quarter_turns, dims=(-2, -1))
+            assert read_indices_clip(upright) == list(spec.frames)
 
 
 @pytest.mark.parametrize("backend", ["cpu", "dali"])

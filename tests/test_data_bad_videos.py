@@ -61,8 +61,9 @@ def test_every_bad_case_is_skipped_or_decoded_and_the_epoch_completes(backend, t
     cases = list(OUTCOME[backend])
     names = GOOD * 2 + cases
     lst = write_list(v["root"], names, v)
-    cfg = DataConfig(root=str(v["root"]), train_list=str(lst), batch_size=3, num_workers=2 if backend == "cpu" else 1,
-                     dali_device="cpu", max_bad_fraction=0.5, report_dir=str(tmp_path), crop_scales=[1.0],
+    cfg = DataConfig(root=str(v["root"]), train_list=str(lst), batch_size=3,
+                     num_workers=2 if backend == "cpu" else 1, dali_device="cpu", cpu_decoder="pyav",
+                     max_bad_fraction=0.5, report_dir=str(tmp_path), crop_scales=[1.0],
                      color_jitter_p=0.0, grayscale_p=0.0, erasing_p=0.0, mixup_alpha=0.0, cutmix_alpha=0.0)
     build_loader(cfg, "train", frames=T, input_size=S, num_classes=2, backend=backend)  # probes while intact
     _corrupt_keep_stamp(stale)
