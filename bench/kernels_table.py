@@ -1,0 +1,280 @@
+"""``ila-fast bench kernels``: the fused ILA ops vs the reference ops, eager and compiled.
+
+Rows: op (alignment; Kinetics correlation in training and evaluation) x implementation
+(fused Triton, reference eager, torch.compile(reference)) x pass (forward, forward +
+backward): median time, achieved GB/s on the op's minimal traffic (bytes it must read and
+write once, the roofline measure) and the speed-up over the eager reference. "saved MiB"
+is what the op keeps for backward (tensors captured by saved_tensors_hooks, deduplicated
+by storage, parameters excluded; the input Z counted when an op keeps it).
+
+On a GPU the shapes are the real ones (ViT-B/16 8 frames x 32 clips at G = 14, ViT-L/14
+16 frames x 8 clips at G = 24). On the CPU the Triton kernels run under the interpreter,
+so only tiny shapes are run, as a smoke test: those times say nothing about speed.
+
+The table ends with the activation memory one whole ILA block (ViT-B/16, 8 frames x 32
+clips, bf16) saves for backward with the reference and with the fused ops, computed from
+the saved tensors of a forward pass on the meta device (no memory is allocated).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import time
+
+import torch
+
+if not torch.cuda.is_available():  # before any Triton kernel is defined
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+SHAPES = {  # B clips, T frames, G grid, D width, C correlation channels
+    "tiny": dict(B=2, T=3, G=7, D=32, C=32),
+    "b16": dict(B=32, T=8, G=14, D=768, C=256),
+    "l14": dict(B=8, T=16, G=24, D=1024, C=256),
+}
+LABELS = {"tiny": "tiny (CPU smoke)", "b16": "B/16 8f x32 G14", "l14": "L/14 16f x8 G24"}
+IMPLS = ("fused", "eager", "compiled")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shapes", default="auto",
+                        help="comma list of tiny,b16,l14 (auto: b16,l14 on a GPU, tiny on the CPU)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
+                        help="auto: bf16 on a GPU, fp32 on the CPU")
+    parser.add_argument("--ops", default="align,corr_train,corr_eval", help="comma list of ops to time")
+    parser.add_argument("--iters", type=int, default=0, help="timed iterations (0: 20 on GPU, 3 on CPU)")
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile(reference)")
+    parser.add_argument("--save", default=None, help="write the rows as JSON to this path")
+
+
+# ---------------------------------------------------------------------------------------
+# Inputs and the functions timed
+
+
+def make_inputs(shape: dict, dtype: torch.dtype, device, seed: int = 0) -> dict:
+    b, t, g, d, c = (shape[k] for k in "BTGDC")
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+
+    def rnd(*size, scale=1.0, shift=0.0):
+        return (torch.randn(*size, generator=gen) * scale + shift).to(device=device, dtype=dtype)
+
+    params = dict(dw_weight=rnd(2 * d, 1, 3, 3, scale=0.3), dw_bias=rnd(2 * d, scale=0.1),
+                  dw_bn_weight=rnd(2 * d, scale=0.1, shift=1.0), dw_bn_bias=rnd(2 * d, scale=0.1),
+                  dw_bn_mean=rnd(2 * d, scale=0.1), dw_bn_var=rnd(2 * d, scale=0.1, shift=1.0).abs(),
+                  pw_weight=rnd(c, 2 * d, 1, 1, scale=(2 * d) ** -0.5), pw_bias=rnd(c, scale=0.1),
+                  pw_bn_weight=rnd(c, scale=0.1, shift=1.0), pw_bn_bias=rnd(c, scale=0.1),
+                  pw_bn_mean=rnd(c, scale=0.1), pw_bn_var=rnd(c, scale=0.1, shift=1.0).abs())
+    points = (torch.rand(b, t - 1, 4, generator=gen) * 1.5 - 0.75).to(device)
+    return dict(z=rnd(b, t, g * g + 1, d), points=points, delta=torch.tensor(0.2, device=device),
+                params=params)
+
+
+def _is_stat(name: str) -> bool:
+    return name.endswith(("_mean", "_var"))
+
+
+def op_function(op: str, impl: str):
+    """A function (inputs with requires_grad set) -> tuple of outputs, for one op and impl."""
+    from ila_fast.kernels import get_ops
+
+    ops = get_ops("reference" if impl in ("eager", "compiled") else "triton")
+    if op == "align":
+        def fn(inp):
+            return ops.align_frames(inp["z"], inp["points"], inp["delta"], True)
+    else:
+        training = op == "corr_train"
+
+        def fn(inp):
+            return (ops.pair_correlation(inp["z"], **inp["params"], training=training,
+                                         momentum=0.1, eps=1e-5),)
+    if impl == "compiled":
+        fn = torch.compile(fn, fullgraph=True)
+    return fn
+
+
+def leaf_inputs(inputs: dict, op: str) -> dict:
+    """Fresh leaves with requires_grad (the running statistics stay buffers)."""
+    out = {"z": inputs["z"].detach().requires_grad_(), "delta": inputs["delta"],
+           "points": inputs["points"].detach().requires_grad_(op == "align")}
+    out["params"] = {k: v.detach().clone().requires_grad_(not _is_stat(k) and op != "align")
+                     for k, v in inputs["params"].items()}
+    return out
+
+
+def minimal_bytes(op: str, shape: dict, elem: int, backward: bool) -> int:
+    """Bytes the op must move at least: its inputs read once, its outputs written once."""
+    b, t, g, d, c = (shape[k] for k in "BTGDC")
+    z = b * t * (g * g + 1) * d * elem
+    if op == "align":
+        return 2 * z + (3 * z if backward else 0)          # fwd: Z, aligned; bwd: Z, dA -> dZ
+    out = b * (t - 1) * c * g * g * elem
+    return z + out + ((2 * z + out) if backward else 0)    # fwd: Z -> F; bwd: Z, dF -> dZ
+
+
+def saved_bytes(fn, inputs: dict) -> int:
+    """Bytes of the distinct storages autograd keeps for backward, parameters excluded."""
+    exclude = {p.untyped_storage()._cdata for p in inputs["params"].values()}
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage._cdata not in exclude:
+            seen[storage._cdata] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        outs = fn(inputs)
+    del outs
+    return sum(seen.values())
+
+
+def _timer(device):
+    if device.type == "cuda":
+        def measure(call, iters):
+            times = []
+            for _ in range(iters):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                call()
+                end.record()
+                torch.cuda.synchronize()
+                times.append(start.elapsed_time(end) / 1e3)
+            return statistics.median(times)
+    else:
+        def measure(call, iters):
+            times = []
+            for _ in range(iters):
+                start = time.perf_counter()
+                call()
+                times.append(time.perf_counter() - start)
+            return statistics.median(times)
+    return measure
+
+
+def bench_case(op: str, impl: str, inputs: dict, shape: dict, iters: int, device) -> list[dict]:
+    """Forward and forward+backward rows for one op / implementation."""
+    fn = op_function(op, impl)
+    measure = _timer(device)
+    elem = inputs["z"].element_size()
+    leaves = leaf_inputs(inputs, op)
+    outs = fn(leaves)
+    grads = [torch.randn_like(o) for o in outs]
+
+    def forward():
+        with torch.no_grad():
+            fn(leaves)
+
+    def forward_backward():
+        torch.autograd.backward(fn(leaves), grads)
+
+    rows = []
+    for name, call, backward in (("fwd", forward, False), ("fwd+bwd", forward_backward, True)):
+        for _ in range(2):  # warm-up: autotuning, compilation
+            call()
+        seconds = measure(call, iters)
+        rows.append(dict(op=op, impl=impl, pass_=name, ms=seconds * 1e3,
+                         gbps=minimal_bytes(op, shape, elem, backward) / seconds / 1e9))
+    saved = saved_bytes(fn, leaf_inputs(inputs, op))
+    for row in rows:
+        row["saved_mib"] = saved / 2**20
+    return rows
+
+
+def block_saved_memory(dtype=torch.bfloat16) -> dict:
+    """Computed activation memory one ILA block (ViT-B/16, 8 frames x 32 clips, training)
+    saves for backward, reference vs fused ops: whole block and the ILA branch alone."""
+    from ila_fast.config import ModelConfig
+    from ila_fast.model.ila import ILABlock
+
+    result = {}
+    for kernels in ("reference", "triton"):
+        cfg = ModelConfig(arch="ViT-B/16", frames=8, input_size=224, kernels=kernels)
+        with torch.device("meta"):
+            block = ILABlock(cfg).to(dtype).train()
+            x = torch.empty(32 * cfg.frames, cfg.tokens, cfg.width, dtype=dtype, requires_grad=True)
+            z = torch.empty(32, cfg.frames, cfg.tokens, cfg.width, dtype=dtype, requires_grad=True) * 1
+        exclude = {p.untyped_storage()._cdata for p in block.parameters()}
+        for part, call in (("block", lambda: block(x)), ("ila_branch", lambda: block.message_ila(z))):
+            seen: dict[int, int] = {}
+
+            def pack(t):
+                storage = t.untyped_storage()
+                if storage._cdata not in exclude:
+                    seen[storage._cdata] = storage.nbytes()
+                return t
+
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                call()
+            result[(kernels, part)] = sum(seen.values()) / 2**20
+    return result
+
+
+# ---------------------------------------------------------------------------------------
+# The command
+
+
+def _versions() -> dict:
+    import triton
+
+    info = dict(torch=torch.__version__, triton=triton.__version__, python=platform.python_version(),
+                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    if torch.cuda.is_available():
+        info["device"] = torch.cuda.get_device_name()
+    else:
+        info["device"] = f"CPU ({platform.processor() or platform.machine()}), Triton interpreter"
+    return info
+
+
+def run(args: argparse.Namespace) -> int:
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    shapes = (["b16", "l14"] if cuda else ["tiny"]) if args.shapes == "auto" else args.shapes.split(",")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32,
+             "auto": torch.bfloat16 if cuda else torch.float32}[args.dtype]
+    iters = args.iters or (20 if cuda else 3)
+    impls = [i for i in IMPLS if not (args.no_compile and i == "compiled")]
+    info = _versions()
+    print(f"ila-fast bench kernels  device: {info['device']}  torch {info['torch']}  triton {info['triton']}  "
+          f"dtype {str(dtype).removeprefix('torch.')}  {info['date']}")
+    if not cuda:
+        print("No GPU: the fused kernels run under the Triton interpreter on tiny shapes. This is a smoke "
+              "test; the times and GB/s below say nothing about GPU speed.")
+    rows = []
+    header = f"{'shape':18s} {'op':11s} {'impl':9s} {'pass':8s} {'ms':>10s} {'GB/s':>8s} {'x eager':>8s} {'saved MiB':>10s}"
+    print(header)
+    print("-" * len(header))
+    for shape_name in shapes:
+        shape = SHAPES[shape_name]
+        inputs = make_inputs(shape, dtype, device)
+        for op in args.ops.split(","):
+            case_rows = []
+            for impl in impls:
+                case_rows += bench_case(op, impl, inputs, shape, iters, device)
+            eager = {r["pass_"]: r["ms"] for r in case_rows if r["impl"] == "eager"}
+            for r in case_rows:
+                r["speedup"] = eager[r["pass_"]] / r["ms"]
+                r["shape"] = shape_name
+                print(f"{LABELS[shape_name]:18s} {r['op']:11s} {r['impl']:9s} {r['pass_']:8s} {r['ms']:10.3f} "
+                      f"{r['gbps']:8.1f} {r['speedup']:8.2f} {r['saved_mib']:10.2f}")
+            rows += case_rows
+            if cuda:
+                torch.cuda.empty_cache()
+    memory = block_saved_memory()
+    print("\nActivation memory saved for backward, one ILA block, ViT-B/16 8 frames x 32 clips, bf16, training")
+    print("(computed from the saved tensors of a meta-device forward; attention as the meta dispatch runs it):")
+    for part in ("ila_branch", "block"):
+        ref, fused = memory[("reference", part)], memory[("triton", part)]
+        print(f"  {part:10s}  reference {ref:9.1f} MiB   fused {fused:9.1f} MiB   saved {ref - fused:8.1f} MiB "
+              f"({ref / fused:.2f}x less)")
+    if args.save:
+        with open(args.save, "w") as f:
+            json.dump(dict(info=info, dtype=str(dtype), rows=rows,
+                           block_saved_mib={f"{k}/{p}": v for (k, p), v in memory.items()},
+                           command="ila-fast bench kernels " + " ".join(
+                               f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
+                               if not k.startswith("_") and k not in ("command", "bench"))), f, indent=1)
+        print(f"wrote {args.save}")
+    return 0
