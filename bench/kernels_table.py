@@ -1,6 +1,7 @@
 """``ila-fast bench kernels``: the fused ILA ops vs the reference ops, eager and compiled.
 
-Rows: op (alignment; Kinetics correlation in training and evaluation) x implementation
+Rows: op (alignment; Kinetics and SSv2 (dense) correlation fronts in training and
+evaluation) x implementation
 (fused Triton, reference eager, torch.compile(reference)) x pass (forward, forward +
 backward): median time, achieved GB/s on the op's minimal traffic (bytes it must read and
 write once, the roofline measure) and the speed-up over the eager reference. "saved MiB"
@@ -19,10 +20,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import os
 import platform
 import statistics
+import sys
 import time
 
 import torch
@@ -44,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma list of tiny,b16,l14 (auto: b16,l14 on a GPU, tiny on the CPU)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
                         help="auto: bf16 on a GPU, fp32 on the CPU")
-    parser.add_argument("--ops", default="align,corr_train,corr_eval", help="comma list of ops to time")
+    parser.add_argument("--ops", default="align,corr_train,corr_eval,dense_train,dense_eval",
+                        help="comma list of ops to time (corr: Kinetics depthwise front; dense: SSv2 front)")
     parser.add_argument("--iters", type=int, default=0, help="timed iterations (0: 20 on GPU, 3 on CPU)")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile(reference)")
     parser.add_argument("--save", default=None, help="write the rows as JSON to this path")
@@ -67,9 +71,12 @@ def make_inputs(shape: dict, dtype: torch.dtype, device, seed: int = 0) -> dict:
                   pw_weight=rnd(c, 2 * d, 1, 1, scale=(2 * d) ** -0.5), pw_bias=rnd(c, scale=0.1),
                   pw_bn_weight=rnd(c, scale=0.1, shift=1.0), pw_bn_bias=rnd(c, scale=0.1),
                   pw_bn_mean=rnd(c, scale=0.1), pw_bn_var=rnd(c, scale=0.1, shift=1.0).abs())
+    dense = dict(weight=rnd(c, 2 * d, 3, 3, scale=(18 * d) ** -0.5), bias=rnd(c, scale=0.1),
+                 bn_weight=rnd(c, scale=0.1, shift=1.0), bn_bias=rnd(c, scale=0.1),
+                 bn_mean=rnd(c, scale=0.1), bn_var=rnd(c, scale=0.1, shift=1.0).abs())
     points = (torch.rand(b, t - 1, 4, generator=gen) * 1.5 - 0.75).to(device)
     return dict(z=rnd(b, t, g * g + 1, d), points=points, delta=torch.tensor(0.2, device=device),
-                params=params)
+                params=params, dense_params=dense)
 
 
 def _is_stat(name: str) -> bool:
@@ -84,12 +91,18 @@ def op_function(op: str, impl: str):
     if op == "align":
         def fn(inp):
             return ops.align_frames(inp["z"], inp["points"], inp["delta"], True)
-    else:
+    elif op.startswith("corr"):
         training = op == "corr_train"
 
         def fn(inp):
             return (ops.pair_correlation(inp["z"], **inp["params"], training=training,
                                          momentum=0.1, eps=1e-5),)
+    else:
+        training = op == "dense_train"
+
+        def fn(inp):
+            return (ops.pair_correlation_dense(inp["z"], **inp["dense_params"], training=training,
+                                               momentum=0.1, eps=1e-5),)
     if impl == "compiled":
         fn = torch.compile(fn, fullgraph=True)
     return fn
@@ -99,8 +112,9 @@ def leaf_inputs(inputs: dict, op: str) -> dict:
     """Fresh leaves with requires_grad (the running statistics stay buffers)."""
     out = {"z": inputs["z"].detach().requires_grad_(), "delta": inputs["delta"],
            "points": inputs["points"].detach().requires_grad_(op == "align")}
-    out["params"] = {k: v.detach().clone().requires_grad_(not _is_stat(k) and op != "align")
-                     for k, v in inputs["params"].items()}
+    for key in ("params", "dense_params"):
+        out[key] = {k: v.detach().clone().requires_grad_(not _is_stat(k) and op != "align")
+                    for k, v in inputs[key].items()}
     return out
 
 
@@ -116,7 +130,7 @@ def minimal_bytes(op: str, shape: dict, elem: int, backward: bool) -> int:
 
 def saved_bytes(fn, inputs: dict) -> int:
     """Bytes of the distinct storages autograd keeps for backward, parameters excluded."""
-    exclude = {p.untyped_storage()._cdata for p in inputs["params"].values()}
+    exclude = {p.untyped_storage()._cdata for key in ("params", "dense_params") for p in inputs[key].values()}
     seen: dict[int, int] = {}
 
     def pack(t):
@@ -190,8 +204,8 @@ def block_saved_memory(dtype=torch.bfloat16) -> dict:
     from ila_fast.model.ila import ILABlock
 
     result = {}
-    for kernels in ("reference", "triton"):
-        cfg = ModelConfig(arch="ViT-B/16", frames=8, input_size=224, kernels=kernels)
+    for (kernels, interactive) in itertools.product(("reference", "triton"), ("depthwise", "dense")):
+        cfg = ModelConfig(arch="ViT-B/16", frames=8, input_size=224, kernels=kernels, interactive=interactive)
         with torch.device("meta"):
             block = ILABlock(cfg).to(dtype).train()
             x = torch.empty(32 * cfg.frames, cfg.tokens, cfg.width, dtype=dtype, requires_grad=True)
@@ -208,7 +222,7 @@ def block_saved_memory(dtype=torch.bfloat16) -> dict:
 
             with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
                 call()
-            result[(kernels, part)] = sum(seen.values()) / 2**20
+            result[(kernels, interactive, part)] = sum(seen.values()) / 2**20
     return result
 
 
@@ -265,16 +279,15 @@ def run(args: argparse.Namespace) -> int:
     memory = block_saved_memory()
     print("\nActivation memory saved for backward, one ILA block, ViT-B/16 8 frames x 32 clips, bf16, training")
     print("(computed from the saved tensors of a meta-device forward; attention as the meta dispatch runs it):")
-    for part in ("ila_branch", "block"):
-        ref, fused = memory[("reference", part)], memory[("triton", part)]
-        print(f"  {part:10s}  reference {ref:9.1f} MiB   fused {fused:9.1f} MiB   saved {ref - fused:8.1f} MiB "
-              f"({ref / fused:.2f}x less)")
+    for interactive, label in (("depthwise", "Kinetics (depthwise)"), ("dense", "SSv2 (dense)")):
+        for part in ("ila_branch", "block"):
+            ref, fused = memory[("reference", interactive, part)], memory[("triton", interactive, part)]
+            print(f"  {label:20s} {part:10s}  reference {ref:7.1f} MiB   fused {fused:7.1f} MiB   "
+                  f"saved {ref - fused:6.1f} MiB ({ref / fused:.2f}x less)")
     if args.save:
         with open(args.save, "w") as f:
             json.dump(dict(info=info, dtype=str(dtype), rows=rows,
-                           block_saved_mib={f"{k}/{p}": v for (k, p), v in memory.items()},
-                           command="ila-fast bench kernels " + " ".join(
-                               f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-                               if not k.startswith("_") and k not in ("command", "bench"))), f, indent=1)
+                           block_saved_mib={"/".join(k): v for k, v in memory.items()},
+                           command=" ".join(["ila-fast", *sys.argv[1:]])), f, indent=1)
         print(f"wrote {args.save}")
     return 0

@@ -32,7 +32,7 @@ def inputs(shape):
 
 @pytest.mark.parametrize("pass_", ["fwd", "fwd+bwd"])
 @pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("op", ["align", "corr_train", "corr_eval"])
+@pytest.mark.parametrize("op", ["align", "corr_train", "corr_eval", "dense_train", "dense_eval"])
 def test_kernel(benchmark, shape, inputs, op, impl, pass_):
     fn = op_function(op, impl)
     leaves = leaf_inputs(inputs, op)

@@ -123,7 +123,8 @@ def test_pair_correlation_matches_reference(b, t, g, d, c, dtype, training):
 
 @pytest.mark.parametrize("b,t,g,d,c,dtype,training", [
     (3, 3, 5, 24, 16, torch.float32, True), (1, 8, 7, 16, 24, torch.bfloat16, False),
-    (1, 2, 5, 24, 16, torch.float16, True)])
+    (1, 2, 5, 24, 16, torch.float16, True), (1, 2, 14, 40, 40, torch.float32, False),
+    (3, 2, 7, 40, 24, torch.bfloat16, True), (1, 3, 7, 16, 40, torch.float16, False)])
 def test_pair_correlation_dense_matches_reference(b, t, g, d, c, dtype, training):
     _compare(reference.pair_correlation_dense, pair_correlation_dense, b, t, g, d, c, dtype, training, dense=True)
 
@@ -137,6 +138,18 @@ def test_pair_correlation_float64_tight():
     for training in (True, False):
         want = _run(reference.pair_correlation, z, params, training, grad, torch.float64)
         got = _run(pair_correlation, z, params, training, grad, torch.float64)
+        for name in want:
+            torch.testing.assert_close(got[name], want[name], rtol=1e-9, atol=1e-9, msg=name)
+
+
+def test_pair_correlation_dense_float64_tight():
+    gen = torch.Generator().manual_seed(8)
+    z = torch.randn(2, 3, 26, 24, generator=gen, dtype=torch.float64)
+    params = {k: v.double() for k, v in _params(24, 16, gen, dense=True).items()}
+    grad = torch.randn(4, 16, 5, 5, generator=gen, dtype=torch.float64)
+    for training in (True, False):
+        want = _run(reference.pair_correlation_dense, z, params, training, grad, torch.float64)
+        got = _run(pair_correlation_dense, z, params, training, grad, torch.float64)
         for name in want:
             torch.testing.assert_close(got[name], want[name], rtol=1e-9, atol=1e-9, msg=name)
 

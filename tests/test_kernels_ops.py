@@ -70,6 +70,17 @@ def test_opcheck_pair_correlation():
                           (gy, out, z.detach(), w1.detach(), p["dw_bias"].detach(), pw.detach()))
 
 
+def test_opcheck_pair_conv3x3():
+    gen = torch.Generator().manual_seed(6)
+    d, c = 12, 16
+    z = torch.randn(2, 3, 26, d, generator=gen, requires_grad=True)
+    w_t = (torch.randn(9, 2 * d, c, generator=gen) * 0.1).requires_grad_()
+    bias = torch.randn(c, generator=gen, requires_grad=True)
+    torch.library.opcheck(OPS.pair_conv3x3.default, (z, w_t, bias))
+    gy = torch.randn(4, c, 5, 5, generator=gen)
+    torch.library.opcheck(OPS.pair_conv3x3_backward.default, (gy, z.detach(), w_t.detach()))
+
+
 def _recording_backend(store):
     def record(name):
         def compiler(gm, example_inputs):
@@ -148,10 +159,11 @@ def _block_step(block, x):
     return out, aux, x.grad, grads, {strip(n): b.clone() for n, b in block.named_buffers()}
 
 
-@pytest.mark.parametrize("training", [True, False])
-def test_ila_block_fused_matches_reference(training):
+@pytest.mark.parametrize("training,interactive", [(True, "depthwise"), (False, "depthwise"),
+                                                  (True, "dense"), (False, "dense")])
+def test_ila_block_fused_matches_reference(training, interactive):
     pytest.importorskip("ila_fast.model.ila")
-    cfg, ref, fused = _blocks()
+    cfg, ref, fused = _blocks(interactive)
     ref.train(training)
     fused.train(training)
     x = torch.randn(2 * cfg.frames, cfg.tokens, cfg.width, generator=torch.Generator().manual_seed(3))
@@ -165,7 +177,8 @@ def test_ila_block_fused_matches_reference(training):
     for name in want[4]:
         torch.testing.assert_close(got[4][name], want[4][name], rtol=1e-5, atol=1e-6, msg=name)
     # The correlation ops really had gradients to give.
-    assert got[3]["message_ila.dw_conv.weight"].abs().max() > 0
+    conv = "dw_conv" if interactive == "depthwise" else "dense_conv"
+    assert got[3][f"message_ila.{conv}.weight"].abs().max() > 0
 
 
 def test_ila_block_compiled_with_fused_ops():
