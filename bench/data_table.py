@@ -237,10 +237,17 @@ def run(args) -> int:
                 "date": datetime.datetime.now().isoformat(timespec="seconds"), "host": platform.node(),
                 "cpu_cores": os.cpu_count(), "torch": torch.__version__, "pyav": av.__version__,
                 "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+        meta["load_average_after"] = os.getloadavg()  # other jobs on a shared machine skew the rates
         if dali_available():
             import nvidia.dali
 
             meta["dali"] = nvidia.dali.__version__
+        try:
+            import torchcodec
+
+            meta["torchcodec"] = torchcodec.__version__
+        except Exception:  # noqa: BLE001 - optional
+            pass
         Path(args.save).parent.mkdir(parents=True, exist_ok=True)
         Path(args.save).write_text(json.dumps({"meta": meta, "rows": rows, "table": table}, indent=1))
     return 0
