@@ -18,8 +18,9 @@ class PlanClips(Dataset):
     """Position -> transformed clip for one epoch of a plan (a map-style dataset)."""
 
     def __init__(self, plan: SamplePlan, paths: list[str], infos, epoch: int, input_size: int,
-                 decoder: str = "auto", antialias: bool = False):
+                 decoder: str = "auto", antialias: bool = False, known_bad: dict | None = None):
         self.plan, self.paths, self.infos = plan, paths, infos
+        self.known_bad = dict(known_bad or {})  # found bad in earlier epochs: not tried again
         self.epoch, self.input_size, self.decoder_name, self.antialias = epoch, input_size, decoder, antialias
         self._decoder = None
         self._shard = None
@@ -38,7 +39,7 @@ class PlanClips(Dataset):
     def __getitem__(self, position: int) -> dict:
         if self._shard is None:
             self._shard = self.plan.shard(self.epoch)
-        found: dict[int, tuple[str, str]] = {}
+        found: dict[int, tuple[str, str]] = dict(self.known_bad)
         while True:
             spec = self.plan.clip(self.epoch, position, found, self._shard)
             info = self.infos[spec.video]
@@ -76,6 +77,7 @@ class CpuBackend:
         self.plan, self.paths, self.infos = plan, paths, infos
         self.input_size, self.num_workers, self.decoder = input_size, num_workers, decoder
         self.antialias, self.pin_memory = antialias, pin_memory
+        self.known_bad: dict[int, tuple[str, str]] = {}  # filled by the loader from its bad-video log
 
     @property
     def decoder_name(self) -> str:
@@ -84,7 +86,8 @@ class CpuBackend:
         return make_decoder(self.decoder).name
 
     def epoch(self, epoch: int, start_step: int = 0):
-        dataset = PlanClips(self.plan, self.paths, self.infos, epoch, self.input_size, self.decoder, self.antialias)
+        dataset = PlanClips(self.plan, self.paths, self.infos, epoch, self.input_size, self.decoder, self.antialias,
+                            self.known_bad)
         batches = [list(self.plan.batch_positions(s)) for s in range(start_step, self.plan.steps_per_epoch)]
         if not batches:
             return iter(())

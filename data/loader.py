@@ -64,6 +64,9 @@ class VideoLoader:
     def __iter__(self):
         epoch = self.epoch
         self.bad_log.check()  # the probe's verdicts alone may already exceed the limit
+        known = getattr(self.backend, "known_bad", None)
+        if known is not None:  # videos that failed while loading are not tried again
+            known.update({v: (e.reason, e.detail) for v, e in self.bad_log.bad.items() if v not in self.plan.bad})
         for raw in self.backend.epoch(epoch, self.step):
             specs = raw["specs"]
             for spec in specs:

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .bad_videos import TooManyBadVideos
+
 MODES = ("train", "val", "test")
 _TAG_ORDER, _TAG_CLIP, _TAG_REPLACE, _TAG_MIX = 1, 2, 3, 4
 
@@ -149,8 +151,8 @@ class MixSpec:
     box: tuple[int, int, int, int] | None = None  # cutmix (y0, y1, x0, x1) on the output
 
 
-class NoUsableReplacement(RuntimeError):
-    pass
+class NoUsableReplacement(TooManyBadVideos):
+    """Every candidate of a position's replacement chain was bad."""
 
 
 @dataclass
