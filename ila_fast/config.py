@@ -162,7 +162,7 @@ class DataConfig:
     brightness: float = 0.4
     contrast: float = 0.4
     saturation: float = 0.4
-    hue: float = 0.1                   # fraction of a half turn, as torchvision: 0.1 = +-18 degrees
+    hue: float = 0.1                   # fraction of a full turn, as torchvision: 0.1 = +-36 degrees
     grayscale_p: float = 0.2
     erasing_p: float = 0.25
     # batch mixing and targets (on the device)
