@@ -676,6 +676,15 @@ pair_correlation_eval_op.register_autograd(_eval_backward, setup_context=_eval_s
 # Public functions (signatures of reference.py)
 
 
+def _autocast_input(z: torch.Tensor) -> torch.Tensor:
+    """Under autocast the reference's convolutions run in the autocast dtype (LayerNorm hands
+    them fp32): cast Z the same way, so the kernels read half the bytes and use bf16 / fp16
+    tensor cores. Weights stay as they are; the kernels cast their tiles in registers."""
+    if torch.is_autocast_enabled(z.device.type) and z.dtype == torch.float32:
+        return z.to(torch.get_autocast_dtype(z.device.type))
+    return z
+
+
 def _fold(weight, bias, bn_weight, bn_bias, bn_mean, bn_var, eps, dtype):
     """BatchNorm (running statistics) folded into the preceding conv: (W * s, (b - mean) s + beta)."""
     scale = bn_weight.to(dtype) * torch.rsqrt(bn_var.to(dtype) + eps)
@@ -703,6 +712,7 @@ def pair_correlation(z: torch.Tensor,
                      training: bool, momentum: float, eps: float) -> torch.Tensor:
     """Fused ``reference.pair_correlation``: (B*(T-1), C, G, G) from z (B, T, L, D)."""
     b, t, l, d, g = _geometry(z)
+    z = _autocast_input(z)
     k2, c = 2 * d, pw_weight.shape[0]
     stat = torch.float64 if z.dtype == torch.float64 else torch.float32
     w1 = dw_weight.reshape(k2, 9)
@@ -818,5 +828,5 @@ def pair_correlation_dense(z: torch.Tensor, weight: torch.Tensor, bias: torch.Te
         return reference.pair_correlation_dense(z, weight, bias, bn_weight, bn_bias, bn_mean, bn_var,
                                                 training, momentum, eps)
     w_t = weight.permute(2, 3, 1, 0).reshape(9, weight.shape[1], weight.shape[0])  # (9, 2D, C)
-    y = pair_conv3x3_op(z, w_t, bias)
+    y = pair_conv3x3_op(_autocast_input(z), w_t, bias)
     return F.relu(F.batch_norm(y, bn_mean, bn_var, bn_weight, bn_bias, training, momentum, eps))

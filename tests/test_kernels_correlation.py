@@ -179,3 +179,27 @@ def test_pair_correlation_stride0_grad():
             grads.append([zz.grad, p["dw_weight"].grad, p["pw_weight"].grad])
         for a, b in zip(*grads):
             torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_pair_correlation_under_autocast(dense):
+    """Under autocast both fronts take fp32 Z (what LayerNorm emits) and fp32 parameters and
+    run in the autocast dtype, as the reference's autocast convolutions do."""
+    gen = torch.Generator().manual_seed(9)
+    z = torch.randn(2, 3, 26, 16, generator=gen)
+    params = _params(16, 16, gen, dense)
+    fns = (reference.pair_correlation_dense, pair_correlation_dense) if dense else \
+        (reference.pair_correlation, pair_correlation)
+    exact = _run(fns[0], z, params, True, torch.ones(4, 16, 5, 5), torch.float64)
+    results = []
+    for fn in fns:
+        zz = z.clone().requires_grad_()
+        p = {k: v.clone().requires_grad_(not _is_stat(k)) for k, v in params.items()}
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = fn(zz, **p, training=True, momentum=MOMENTUM, eps=BN_EPS)
+        out.float().sum().backward()
+        results.append((out, zz.grad))
+    (ref_out, ref_dz), (out, dz) = results
+    assert out.dtype == ref_out.dtype == torch.bfloat16 and dz.dtype == torch.float32
+    for got, base, want in ((out, ref_out, exact["out"]), (dz, ref_dz, exact["dz"])):
+        _check_error("autocast", got, base, want, torch.bfloat16)
