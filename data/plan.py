@@ -170,7 +170,7 @@ class PlanSettings:
     color_jitter_p: float = 0.8
     brightness: float = 0.4
     contrast: float = 0.4
-    saturation: float = 0.4
+    saturation: float = 0.2
     hue: float = 0.1
     grayscale_p: float = 0.2
     erasing_p: float = 0.25

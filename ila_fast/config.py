@@ -161,7 +161,7 @@ class DataConfig:
     color_jitter_p: float = 0.8
     brightness: float = 0.4
     contrast: float = 0.4
-    saturation: float = 0.4
+    saturation: float = 0.2            # the X-CLIP pipeline ILA uses: 0.4 / 0.4 / 0.2 / 0.1
     hue: float = 0.1                   # fraction of a full turn, as torchvision: 0.1 = +-36 degrees
     grayscale_p: float = 0.2
     erasing_p: float = 0.25
