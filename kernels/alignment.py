@@ -24,6 +24,10 @@ import triton.language as tl
 
 from .reference import MASK_FLAT_RADIUS, MASK_RAMP_SLOPE, grid_coordinates
 
+# Without a GPU, Triton can only run kernels in its interpreter (slow; tests and smoke
+# benchmarks). Choose it before the first kernel below is defined, unless the user chose.
+if not torch.cuda.is_available() and "TRITON_INTERPRET" not in os.environ:
+    os.environ["TRITON_INTERPRET"] = "1"
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 
