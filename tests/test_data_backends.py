@@ -91,7 +91,7 @@ def test_cpu_and_dali_agree_with_every_augmentation():
     diff = torch.cat(diffs)
     print(f"\nCPU vs DALI(cpu), 0-255 levels: max {diff.max():.3f}, mean {diff.mean():.4f}, "
           f"p99.9 {diff.quantile(0.999):.3f}")
-    assert diff.max() <= 3.0 and diff.mean() <= 0.05  # measured: max ~1.7, mean ~0.005
+    assert diff.max() <= 3.0 and diff.mean() <= 0.05  # measured: max 1.64, mean 0.003
 
 
 @pytest.mark.parametrize("backend", ["cpu", "dali"])
