@@ -19,16 +19,19 @@ from __future__ import annotations
 import os
 
 import torch
-import triton
-import triton.language as tl
-
-from .reference import MASK_FLAT_RADIUS, MASK_RAMP_SLOPE, grid_coordinates
 
 # Without a GPU, Triton can only run kernels in its interpreter (slow; tests and smoke
-# benchmarks). Choose it before the first kernel below is defined, unless the user chose.
+# benchmarks). Choose it before triton is imported, unless the user chose.
 if not torch.cuda.is_available() and "TRITON_INTERPRET" not in os.environ:
     os.environ["TRITON_INTERPRET"] = "1"
+
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
+from .reference import MASK_FLAT_RADIUS, MASK_RAMP_SLOPE, grid_coordinates  # noqa: E402
+
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
 
 
 def empty_output(shape, like: torch.Tensor, dtype=None) -> torch.Tensor:
