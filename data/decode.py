@@ -51,6 +51,14 @@ class PyAVDecoder:
 
     def decode(self, path: str, indices, info: VideoInfo) -> np.ndarray:
         """(len(indices), H, W, 3) uint8; raises BadVideo when a frame cannot be delivered."""
+        try:
+            return self._decode(path, indices, info, seek=True)
+        except BadVideo as first:
+            if first.detail.startswith("frame"):  # a seek that landed late: decode from the start instead
+                return self._decode(path, indices, info, seek=False)
+            raise
+
+    def _decode(self, path: str, indices, info: VideoInfo, seek: bool) -> np.ndarray:
         av = self.av
         wanted = sorted(set(int(i) for i in indices))
         if wanted and (wanted[0] < 0 or wanted[-1] >= info.num_frames):
@@ -74,8 +82,9 @@ class PyAVDecoder:
                 frames_iter, position = None, -1
                 for target in wanted:
                     key = info.keyframes[bisect.bisect_right(info.keyframes, target) - 1]
-                    if frames_iter is None or key > position:
-                        container.seek(info.frame_pts(key), stream=stream, backward=True, any_frame=False)
+                    if frames_iter is None or (seek and key > position):
+                        if seek:
+                            container.seek(info.frame_pts(key), stream=stream, backward=True, any_frame=False)
                         frames_iter, position = container.decode(stream), -1
                     for frame in frames_iter:
                         idx = index_of(frame.pts)
