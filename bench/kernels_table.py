@@ -51,6 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma list of ops to time (corr: Kinetics depthwise front; dense: SSv2 front)")
     parser.add_argument("--iters", type=int, default=0, help="timed iterations (0: 20 on GPU, 3 on CPU)")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile(reference)")
+    parser.add_argument("--check", action="store_true",
+                        help="first check forward and every gradient against float64 at these shapes")
     parser.add_argument("--save", default=None, help="write the rows as JSON to this path")
 
 
@@ -143,6 +145,46 @@ def saved_bytes(fn, inputs: dict) -> int:
         outs = fn(inputs)
     del outs
     return sum(seen.values())
+
+
+def check_case(op: str, inputs: dict, seed: int = 1) -> list[dict]:
+    """Correctness at the benchmark shape: fused and reference in the benchmark dtype, both
+    against the reference in float64 on the same inputs (RMS error relative to the RMS of
+    the exact value); ``ok``: fused <= 2 x reference + one ulp."""
+    eps = {torch.float32: 1.2e-7, torch.bfloat16: 7.8e-3, torch.float16: 9.8e-4}[inputs["z"].dtype]
+    results = {}
+    for name, impl, cast in (("exact", "eager", torch.float64), ("reference", "eager", None),
+                             ("fused", "fused", None)):
+        inp = leaf_inputs(_cast_inputs(inputs, cast), op) if cast else leaf_inputs(inputs, op)
+        outs = op_function(op, impl)(inp)
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        grads = [torch.randn(o.shape, generator=gen).to(o) for o in outs]
+        torch.autograd.backward(outs, grads)
+        named = {f"out{i}": o.detach() for i, o in enumerate(outs)}
+        named["dz"] = inp["z"].grad
+        if op == "align":
+            named["dpoints"] = inp["points"].grad
+        else:
+            key = "params" if op.startswith("corr") else "dense_params"
+            named.update({f"d{k}": v.grad for k, v in inp[key].items() if v.grad is not None})
+        results[name] = named
+    rows = []
+    for key, want in results["exact"].items():
+        scale = want.double().pow(2).mean().sqrt().item() + 1e-30
+        errs = [(results[n][key].double() - want.double()).pow(2).mean().sqrt().item() / scale
+                for n in ("fused", "reference")]
+        noise_only = op.endswith("train") and key in ("ddw_bias", "dpw_bias", "dbias")  # exact value 0
+        rows.append(dict(op=op, tensor=key, fused=errs[0], reference=errs[1],
+                         ok=noise_only or errs[0] <= 2 * errs[1] + eps))
+    return rows
+
+
+def _cast_inputs(inputs: dict, dtype) -> dict:
+    out = dict(inputs, z=inputs["z"].to(dtype), points=inputs["points"].to(dtype),
+               delta=inputs["delta"].to(dtype))
+    for key in ("params", "dense_params"):
+        out[key] = {k: v.to(dtype) for k, v in inputs[key].items()}
+    return out
 
 
 def _timer(device):
@@ -256,6 +298,21 @@ def run(args: argparse.Namespace) -> int:
     if not cuda:
         print("No GPU: the fused kernels run under the Triton interpreter on tiny shapes. This is a smoke "
               "test; the times and GB/s below say nothing about GPU speed.")
+    checks = []
+    if args.check:
+        print(f"{'shape':18s} {'op':11s} {'tensor':14s} {'fused err':>10s} {'ref err':>10s}  ok")
+        for shape_name in shapes:
+            inputs = make_inputs(SHAPES[shape_name], dtype, device)
+            for op in args.ops.split(","):
+                for r in check_case(op, inputs):
+                    r["shape"] = shape_name
+                    checks.append(r)
+                    print(f"{LABELS[shape_name]:18s} {op:11s} {r['tensor']:14s} {r['fused']:10.2e} "
+                          f"{r['reference']:10.2e}  {'ok' if r['ok'] else 'FAIL'}")
+            if cuda:
+                torch.cuda.empty_cache()
+        print(f"check: {sum(r['ok'] for r in checks)} / {len(checks)} ok "
+              "(RMS error vs float64 relative to the exact RMS; ok: fused <= 2 x reference + 1 ulp)\n")
     rows = []
     header = f"{'shape':18s} {'op':11s} {'impl':9s} {'pass':8s} {'ms':>10s} {'GB/s':>8s} {'x eager':>8s} {'saved MiB':>10s}"
     print(header)
@@ -286,8 +343,8 @@ def run(args: argparse.Namespace) -> int:
                   f"saved {ref - fused:6.1f} MiB ({ref / fused:.2f}x less)")
     if args.save:
         with open(args.save, "w") as f:
-            json.dump(dict(info=info, dtype=str(dtype), rows=rows,
+            json.dump(dict(info=info, dtype=str(dtype), rows=rows, checks=checks,
                            block_saved_mib={"/".join(k): v for k, v in memory.items()},
                            command=" ".join(["ila-fast", *sys.argv[1:]])), f, indent=1)
         print(f"wrote {args.save}")
-    return 0
+    return 0 if all(r["ok"] for r in checks) else 1

@@ -680,7 +680,7 @@ def _autocast_input(z: torch.Tensor) -> torch.Tensor:
     """Under autocast the reference's convolutions run in the autocast dtype (LayerNorm hands
     them fp32): cast Z the same way, so the kernels read half the bytes and use bf16 / fp16
     tensor cores. Weights stay as they are; the kernels cast their tiles in registers."""
-    if torch.is_autocast_enabled(z.device.type) and z.dtype == torch.float32:
+    if z.device.type in ("cuda", "cpu") and torch.is_autocast_enabled(z.device.type) and z.dtype == torch.float32:
         return z.to(torch.get_autocast_dtype(z.device.type))
     return z
 
