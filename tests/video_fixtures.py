@@ -85,6 +85,8 @@ def fixture_videos() -> dict[str, Path]:
         v[f"motion_vp9_{k}"] = write_video(root / f"motion_vp9_{k}.webm", render_motion("rotate", N, H, W, rng),
                                            codec="vp9")
     v["motion_h264_0"] = write_video(root / "motion_h264_0.mp4", render_motion("scale", N, H, W, rng))
+    v["motion_mjpeg"] = write_video(root / "motion_mjpeg.avi", render_motion("translate_y", N, H, W, rng),
+                                    codec="mjpeg")  # full-range yuvj420p, also decoded by DALI's CPU decoder
     # the bad-video cases
     (root / "empty.webm").write_bytes(b"")
     v["empty"] = root / "empty.webm"
