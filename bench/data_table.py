@@ -228,7 +228,6 @@ def run(args) -> int:
     print(table)
     if args.save:
         import av
-
         from ila_fast.data.dali_backend import dali_available
 
         meta = {"command": "ila-fast bench data " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from ila_fast.bench.data_table import _NaiveClips, _make_data, _plan
+from ila_fast.bench.data_table import _make_data, _NaiveClips, _plan
 
 ARGS = argparse.Namespace(frames_per_clip=8, input_size=224, batch_size=8)
 

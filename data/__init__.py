@@ -16,6 +16,6 @@ from .loader import Batch, VideoLoader, build_loader
 from .mixup import mix_batch, smooth_one_hot, soft_target_cross_entropy
 from .plan import ClipSpec, MixSpec, PlanSettings, SamplePlan
 
-__all__ = ["REASONS", "BadVideo", "TooManyBadVideos", "DatasetError", "VideoDataset", "read_labels", "read_list",
-           "Batch", "VideoLoader", "build_loader", "mix_batch", "smooth_one_hot", "soft_target_cross_entropy",
-           "ClipSpec", "MixSpec", "PlanSettings", "SamplePlan"]
+__all__ = ["REASONS", "BadVideo", "TooManyBadVideos", "DatasetError", "VideoDataset", "read_labels",
+           "read_list", "Batch", "VideoLoader", "build_loader", "mix_batch", "smooth_one_hot",
+           "soft_target_cross_entropy", "ClipSpec", "MixSpec", "PlanSettings", "SamplePlan"]

@@ -86,8 +86,8 @@ class CpuBackend:
         return make_decoder(self.decoder).name
 
     def epoch(self, epoch: int, start_step: int = 0):
-        dataset = PlanClips(self.plan, self.paths, self.infos, epoch, self.input_size, self.decoder, self.antialias,
-                            self.known_bad)
+        dataset = PlanClips(self.plan, self.paths, self.infos, epoch, self.input_size, self.decoder,
+                            self.antialias, self.known_bad)
         batches = [list(self.plan.batch_positions(s)) for s in range(start_step, self.plan.steps_per_epoch)]
         if not batches:
             return iter(())

@@ -71,8 +71,8 @@ class DaliBackend:
         self.num_threads, self.antialias, self.prefetch = max(1, num_threads), antialias, prefetch
         if device == "mixed":
             if not torch.cuda.is_available():
-                raise RuntimeError("DALI device 'mixed' needs a GPU; use data.dali_device = 'cpu' (VP9 / MJPEG "
-                                   "only) or data.backend = 'cpu'")
+                raise RuntimeError("DALI device 'mixed' needs a GPU; use data.dali_device = 'cpu' "
+                                   "(VP9 / MJPEG only) or data.backend = 'cpu'")
             self.device_id = torch.cuda.current_device() if device_id is None else device_id
         else:
             self.device_id = None
@@ -108,8 +108,8 @@ class DaliBackend:
         size, antialias = self.input_size, self.antialias
         from ila_fast.config import PIXEL_MEAN, PIXEL_STD  # noqa: PLC0415
 
-        @dali.pipeline_def(batch_size=plan.s.batch_size, num_threads=self.num_threads, device_id=self.device_id,
-                           prefetch_queue_depth=self.prefetch, exec_dynamic=True)
+        @dali.pipeline_def(batch_size=plan.s.batch_size, num_threads=self.num_threads,
+                           device_id=self.device_id, prefetch_queue_depth=self.prefetch, exec_dynamic=True)
         def clip_pipeline():
             enc, frames, anchor, shape, mat, off = fn.external_source(
                 source=source, num_outputs=6, batch=True, batch_info=True,
@@ -132,7 +132,8 @@ class DaliBackend:
         shapes = out.shape()
         bad = [i for i, s in enumerate(shapes) if s[0] != self.frames]
         if bad:
-            raise _BatchFailed(f"samples {bad} decoded {[shapes[i][0] for i in bad]} frames, not {self.frames}")
+            got = [shapes[i][0] for i in bad]
+            raise _BatchFailed(f"samples {bad} decoded {got} frames, not {self.frames}")
         dense = out.as_tensor()
         if self.device == "mixed":
             from nvidia.dali.plugin.pytorch import feed_ndarray  # noqa: PLC0415
@@ -148,9 +149,9 @@ class DaliBackend:
         culprits = {}
         for spec in specs:
             @dali.pipeline_def(batch_size=1, num_threads=1, device_id=self.device_id, prefetch_queue_depth=1)
-            def single():
+            def single(frames=list(spec.frames)):
                 enc = fn.external_source(name="enc", dtype=types.UINT8, ndim=1)
-                return fn.decoders.video(enc, device=self.device, frames=list(spec.frames))
+                return fn.decoders.video(enc, device=self.device, frames=frames)
             try:
                 pipe = single()
                 pipe.build()
@@ -158,10 +159,12 @@ class DaliBackend:
                 (out,) = pipe.run()
                 got = out.shape()[0][0]
                 if got != len(spec.frames):
-                    culprits[spec.video] = ("decode_error", f"DALI decoded {got} of {len(spec.frames)} frames")
+                    culprits[spec.video] = ("decode_error",
+                                            f"DALI decoded {got} of {len(spec.frames)} frames")
             except Exception as e:  # noqa: BLE001 - DALI raises RuntimeError for any decoder failure
-                first = next((ln.strip() for ln in str(e).splitlines() if "rror" in ln and "pipeline" not in ln),
-                             str(e).splitlines()[0] if str(e) else type(e).__name__)
+                lines = [ln.strip() for ln in str(e).splitlines()]
+                first = next((ln for ln in lines if "rror" in ln and "pipeline" not in ln),
+                             lines[0] if lines else type(e).__name__)
                 culprits[spec.video] = ("decode_error", f"DALI: {first[:200]}")
             finally:
                 pipe = None

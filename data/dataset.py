@@ -63,7 +63,8 @@ def read_labels(csv_path: str | os.PathLike) -> list[str]:
         raise DatasetError(f"{csv_path}: no classes")
     if sorted(names) != list(range(len(names))):
         missing = sorted(set(range(max(names) + 1)) - set(names))[:5]
-        raise DatasetError(f"{csv_path}: class ids must be 0..{len(names) - 1} without gaps; missing {missing}")
+        raise DatasetError(f"{csv_path}: class ids must be 0..{len(names) - 1} without gaps; "
+                           f"missing {missing}")
     return [names[i] for i in range(len(names))]
 
 
@@ -100,8 +101,8 @@ def read_list(list_path: str | os.PathLike, root: str | os.PathLike, num_classes
         missing = [e for e in entries if not (root / e.path).is_file()]
         if missing:
             shown = "; ".join(f"line {e.line}: {e.path}" for e in missing[:5])
-            raise DatasetError(f"{list_path}: {len(missing)} of {len(entries)} listed videos are missing under "
-                               f"data root {root} ({shown}{'; ...' if len(missing) > 5 else ''}). "
+            raise DatasetError(f"{list_path}: {len(missing)} of {len(entries)} listed videos are missing "
+                               f"under data root {root} ({shown}{'; ...' if len(missing) > 5 else ''}). "
                                "Check data.root or remove them from the list.")
     return entries
 
@@ -200,7 +201,8 @@ def _probe(path: Path) -> VideoInfo:
         except av.error.FFmpegError as e:
             if not packets:
                 raise BadVideo("truncated", f"demuxing failed: {str(e)[:200]}") from None
-            raise BadVideo("truncated", f"demuxing stopped after {len(packets)} packets: {str(e)[:160]}") from None
+            raise BadVideo("truncated",
+                           f"demuxing stopped after {len(packets)} packets: {str(e)[:160]}") from None
         if not packets:
             raise BadVideo("too_few_frames", "no video frames")
         pts = sorted(p for p, _ in packets)
@@ -222,8 +224,9 @@ def _probe(path: Path) -> VideoInfo:
         last_key = info.keyframes[-1]
         tail = _decode_tail(container, stream, info.frame_pts(last_key), set(pts[last_key:]))
         if tail["error"] is not None or tail["count"] < len(pts) - last_key:
-            raise BadVideo("truncated", f"only {tail['count']} of the last {len(pts) - last_key} frames decode"
-                                        + (f" ({tail['error']})" if tail["error"] else ""))
+            why = f" ({tail['error']})" if tail["error"] else ""
+            raise BadVideo("truncated",
+                           f"only {tail['count']} of the last {len(pts) - last_key} frames decode{why}")
         info.rotation = tail["rotation"]
         if info.width <= 0 or info.height <= 0:
             info.width, info.height = tail["size"]
@@ -301,7 +304,7 @@ class VideoIndex:
         if todo:
             log.info("probing %d videos of %s (cached in %s)", len(todo), self.list_path, self.path)
             with ThreadPoolExecutor(max(1, workers)) as pool:  # PyAV releases the GIL while demuxing
-                for (i, full, stamp), info in zip(todo, pool.map(lambda t: probe_video(t[1]), todo)):
+                for (i, _, stamp), info in zip(todo, pool.map(lambda t: probe_video(t[1]), todo)):
                     self.infos[i] = info
                     fresh[entries[i].path] = {"stamp": list(stamp), "info": info.to_json()}
             self.probed = len(todo)
@@ -317,8 +320,8 @@ class VideoIndex:
         return data.get("videos", {})
 
     def _save(self, videos: dict) -> None:
-        data = {"version": INDEX_VERSION, "list": str(self.list_path.resolve()), "root": str(self.root.resolve()),
-                "videos": videos}
+        data = {"version": INDEX_VERSION, "list": str(self.list_path.resolve()),
+                "root": str(self.root.resolve()), "videos": videos}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")

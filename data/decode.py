@@ -99,8 +99,8 @@ class PyAVDecoder:
                         if idx >= target:
                             break
                     if target not in got:
-                        raise BadVideo("decode_error", f"frame {target} of {info.num_frames} was not delivered",
-                                       path)
+                        raise BadVideo("decode_error",
+                                       f"frame {target} of {info.num_frames} was not delivered", path)
         except av.error.FFmpegError as e:
             raise BadVideo("decode_error", str(e)[:200], path) from None
         rgb = _frame_to_rgb([got[i] for i in wanted])
@@ -119,7 +119,8 @@ class TorchCodecDecoder:
 
     def decode(self, path: str, indices, info: VideoInfo) -> np.ndarray:
         try:
-            decoder = self.VideoDecoder(path, seek_mode="exact", dimension_order="NHWC", num_ffmpeg_threads=self.threads)
+            decoder = self.VideoDecoder(path, seek_mode="exact", dimension_order="NHWC",
+                                        num_ffmpeg_threads=self.threads)
             batch = decoder.get_frames_at(indices=[int(i) for i in indices])
             rotation = getattr(decoder.metadata, "rotation", None) or 0
         except Exception as e:  # noqa: BLE001 - torchcodec raises RuntimeError / ValueError / IndexError
@@ -145,7 +146,8 @@ def make_decoder(name: str = "auto", threads: int = 1):
     try:
         return PyAVDecoder(threads)
     except ImportError as e:
-        raise ImportError("the CPU video backend needs PyAV: pip install 'ila-fast[cpu-video]' (or av)") from e
+        raise ImportError("the CPU video backend needs PyAV: pip install 'ila-fast[cpu-video]' (or av)") \
+            from e
 
 
 def decode_all_then_sample(path: str, indices) -> np.ndarray:

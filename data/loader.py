@@ -58,7 +58,8 @@ class VideoLoader:
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("seed", self.plan.s.seed) != self.plan.s.seed:
-            raise ValueError(f"loader state was saved with seed {state['seed']}, this run uses {self.plan.s.seed}")
+            raise ValueError(f"loader state was saved with seed {state['seed']}, "
+                             f"this run uses {self.plan.s.seed}")
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
 
     def __iter__(self):
@@ -66,7 +67,8 @@ class VideoLoader:
         self.bad_log.check()  # the probe's verdicts alone may already exceed the limit
         known = getattr(self.backend, "known_bad", None)
         if known is not None:  # videos that failed while loading are not tried again
-            known.update({v: (e.reason, e.detail) for v, e in self.bad_log.bad.items() if v not in self.plan.bad})
+            found = self.bad_log.bad.items()
+            known.update({v: (e.reason, e.detail) for v, e in found if v not in self.plan.bad})
         for raw in self.backend.epoch(epoch, self.step):
             specs = raw["specs"]
             for spec in specs:

@@ -56,8 +56,8 @@ def clip_indices(num_frames: int, frames: int, clip: int, clips: int) -> list[in
 
 # ---------------------------------------------------------------- spatial boxes
 
-def multiscale_crop(width: int, height: int, input_size: int, resize_ratio: float, scales, max_aspect_gap: int,
-                    rng: np.random.Generator) -> tuple[int, int, int, int]:
+def multiscale_crop(width: int, height: int, input_size: int, resize_ratio: float, scales,
+                    max_aspect_gap: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
     """ILA's training crop, as a box (x, y, w, h) in source pixels of the (upright) frame.
 
     The official pipeline resizes the short side to resize_ratio * input_size, picks a crop of
@@ -72,7 +72,8 @@ def multiscale_crop(width: int, height: int, input_size: int, resize_ratio: floa
     sizes = [int(base * s) for s in scales]
     crop_h = [input_size if abs(x - input_size) < 3 else x for x in sizes]
     crop_w = [input_size if abs(x - input_size) < 3 else x for x in sizes]
-    pairs = [(w, h) for i, h in enumerate(crop_h) for j, w in enumerate(crop_w) if abs(i - j) <= max_aspect_gap]
+    pairs = [(w, h) for i, h in enumerate(crop_h) for j, w in enumerate(crop_w)
+             if abs(i - j) <= max_aspect_gap]
     cw, ch = pairs[int(rng.integers(len(pairs)))]
     cw, ch = min(cw, vw), min(ch, vh)
     ws, hs = (vw - cw) // 4, (vh - ch) // 4
@@ -252,7 +253,8 @@ class SamplePlan:
         b = self.s.batch_size
         return range(step * b, min((step + 1) * b, len(self)))
 
-    def batch(self, epoch: int, step: int, skip: Mapping[int, tuple[str, str]] | None = None) -> list[ClipSpec]:
+    def batch(self, epoch: int, step: int,
+              skip: Mapping[int, tuple[str, str]] | None = None) -> list[ClipSpec]:
         shard = self.shard(epoch)
         return [self.clip(epoch, p, skip, shard) for p in self.batch_positions(step)]
 
@@ -260,8 +262,8 @@ class SamplePlan:
     def clip(self, epoch: int, position: int, skip: Mapping[int, tuple[str, str]] | None = None,
              shard: np.ndarray | None = None) -> ClipSpec:
         """The clip at ``position``; videos that are bad (probe) or in ``skip`` (found while
-        loading; video -> (reason, detail)) are replaced by the first usable of a deterministic chain of candidates drawn
-        from the same shard."""
+        loading; video -> (reason, detail)) are replaced by the first usable of a deterministic
+        chain of candidates drawn from the same shard."""
         if not 0 <= position < len(self):
             raise IndexError(f"position {position} is outside this rank's epoch of {len(self)} clips")
         shard = self.shard(epoch) if shard is None else shard
@@ -331,8 +333,8 @@ class SamplePlan:
         if not jitter:
             b = c = sat = 1.0
             hue = 0.0
-        return AugmentParams(brightness=float(b), contrast=float(c), saturation=float(sat), hue_degrees=float(hue),
-                             grayscale=gray, erase=erase, erase_seed=erase_seed)
+        return AugmentParams(brightness=float(b), contrast=float(c), saturation=float(sat),
+                             hue_degrees=float(hue), grayscale=gray, erase=erase, erase_seed=erase_seed)
 
     # -- batch mixing
     def mix(self, epoch: int, step: int) -> MixSpec:
@@ -359,7 +361,7 @@ class SamplePlan:
 
 def plan_for_dataset(dataset, settings: PlanSettings, mode: str, rank: int = 0, world: int = 1,
                      unsupported_codecs=None, supported_codecs=None) -> SamplePlan:
-    """A plan over a ``VideoDataset``; the probe's verdicts (and the backend's codec support) mark bad videos."""
+    """A plan over a ``VideoDataset``; the probe's verdicts and the backend's codecs mark bad videos."""
     bad = {}
     for i, info in enumerate(dataset.infos):
         if info.bad:
@@ -369,4 +371,5 @@ def plan_for_dataset(dataset, settings: PlanSettings, mode: str, rank: int = 0, 
                                            f"(supported: {', '.join(sorted(supported_codecs))})")
     return SamplePlan(settings, [info.num_frames for info in dataset.infos],
                       [(info.width, info.height) for info in dataset.infos], dataset.labels,
-                      [info.quarter_turns for info in dataset.infos], mode=mode, rank=rank, world=world, bad=bad)
+                      [info.quarter_turns for info in dataset.infos], mode=mode, rank=rank, world=world,
+                      bad=bad)

@@ -35,7 +35,8 @@ CODECS = {"h264": ("libx264", "mp4", {"preset": "veryfast", "crf": "20", "tune":
 
 
 def write_video(path: str | Path, frames: np.ndarray, codec: str = "h264", fps: float = 25.0, gop: int = 8,
-                pix_fmt: str | None = None, pts: list[int] | None = None, rotation: int | None = None) -> Path:
+                pix_fmt: str | None = None, pts: list[int] | None = None,
+                rotation: int | None = None) -> Path:
     """Write (T, H, W, 3) uint8 RGB frames to a real video file with PyAV.
 
     ``gop`` sets a closed GOP with a key frame every ``gop`` frames; ``pts`` (in 1/1000 s)
@@ -117,7 +118,8 @@ def render_motion(motion: str, frames: int, h: int, w: int, rng: np.random.Gener
 
 
 def make_synthetic(out: str | Path, codec: str = "h264", train_per_class: int = 12, val_per_class: int = 4,
-                   frames: int = 32, size: tuple[int, int] = (128, 96), seed: int = 0, fps: float = 25.0) -> dict:
+                   frames: int = 32, size: tuple[int, int] = (128, 96), seed: int = 0,
+                   fps: float = 25.0) -> dict:
     """Write the dataset; returns the paths of the list files and the label CSV."""
     out = Path(out)
     ext = CODECS[codec][1]

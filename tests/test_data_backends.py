@@ -3,10 +3,10 @@ rotation, CPU / DALI pixel parity, resume. DALI runs on the CPU here (VP9 only).
 import numpy as np
 import pytest
 import torch
-
-from ila_fast.config import PIXEL_MEAN, PIXEL_STD, DataConfig
 from ila_fast.data.loader import build_loader
 from video_fixtures import S, T, fixture_videos, read_indices_clip, write_list
+
+from ila_fast.config import PIXEL_MEAN, PIXEL_STD, DataConfig
 
 dali = pytest.importorskip("nvidia.dali", reason="DALI is in the dev extra")
 

@@ -6,12 +6,12 @@ import shutil
 
 import pytest
 import torch
-
-from ila_fast.config import DataConfig
 from ila_fast.data.bad_videos import TooManyBadVideos
 from ila_fast.data.dataset import probe_video
 from ila_fast.data.loader import build_loader
 from video_fixtures import S, T, fixture_videos, read_indices_clip, write_list
+
+from ila_fast.config import DataConfig
 
 pytest.importorskip("nvidia.dali", reason="DALI is in the dev extra")
 

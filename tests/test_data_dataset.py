@@ -2,10 +2,10 @@
 import os
 
 import pytest
-
-from ila_fast.config import Config, ConfigError, build_dataclass
 from ila_fast.data.dataset import DatasetError, VideoDataset, read_labels, read_list
 from video_fixtures import fixture_videos
+
+from ila_fast.config import Config, ConfigError, build_dataclass
 
 
 def test_list_errors_name_file_and_line(tmp_path):

@@ -5,10 +5,10 @@ backend, and the bad-video cases (H.264 decodes on NVDEC).
 """
 import pytest
 import torch
-
-from ila_fast.config import PIXEL_STD, DataConfig
 from ila_fast.data.loader import build_loader
 from video_fixtures import S, T, fixture_videos, read_indices_clip, write_list
+
+from ila_fast.config import PIXEL_STD, DataConfig
 
 pytest.importorskip("nvidia.dali", reason="DALI is in the dev extra")
 pytest.importorskip("av", reason="the fixtures are written with PyAV")

@@ -4,13 +4,13 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from ila_fast.cli import main as cli_main
 from ila_fast.data.augment import color_affine, hsv_matrix, yuv420_to_rgb
 from ila_fast.data.dataset import VideoDataset, read_labels
 from ila_fast.data.mixup import mix_batch, smooth_one_hot, soft_target_cross_entropy
 from ila_fast.data.plan import AugmentParams, MixSpec
 from ila_fast.data.synthetic import CLASSES, render_motion
+
+from ila_fast.cli import main as cli_main
 
 
 def test_label_smoothing():

@@ -1,9 +1,17 @@
 """SamplePlan: ILA's sampler against hand-computed cases, determinism, resume, disjoint shards."""
 import numpy as np
 import pytest
-
-from ila_fast.data.plan import (PlanSettings, SamplePlan, clip_indices, display_box_to_raw, midpoint_indices,
-                                multiscale_crop, segment_bounds, eval_crop, train_indices)
+from ila_fast.data.plan import (
+    PlanSettings,
+    SamplePlan,
+    clip_indices,
+    display_box_to_raw,
+    eval_crop,
+    midpoint_indices,
+    multiscale_crop,
+    segment_bounds,
+    train_indices,
+)
 
 
 def make_plan(n=23, mode="train", rank=0, world=1, bad=None, frames=8, **kw):

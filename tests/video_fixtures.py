@@ -13,9 +13,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from ila_fast.data.synthetic import render_motion, write_video
 
 from ila_fast.config import PIXEL_MEAN, PIXEL_STD
-from ila_fast.data.synthetic import render_motion, write_video
 
 BITS = 6
 W, H, N = 64, 48, 24   # fixture video size and length
