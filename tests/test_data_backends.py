@@ -124,3 +124,11 @@ def test_cpu_workers_match_in_process():
     for x, y in zip(a, b):
         assert torch.equal(x.video, y.video)
     assert np.array_equal(np.concatenate([x.position for x in a]), np.arange(8))
+
+
+@pytest.mark.parametrize("backend", ["cpu", "dali"])
+def test_evaluation_keeps_the_last_partial_batch(backend):
+    names = ["painted_vp9", "motion_vp9_0", "motion_vp9_1", "rotated", "odd_size"]
+    batches = list(loader_for(names, backend, "val", **NO_PHOTOMETRIC))
+    assert [b.video.shape[0] for b in batches] == [4, 1]
+    assert torch.cat([b.video_index for b in batches]).tolist() == [0, 1, 2, 3, 4]  # every video scored once
