@@ -27,7 +27,7 @@ CLASSES = [
     ("rotating clockwise", "rotate", False), ("rotating anticlockwise", "rotate", True),
     ("growing", "scale", False), ("shrinking", "scale", True),
 ]
-CODECS = {"h264": ("libx264", "mp4", {"preset": "veryfast", "crf": "20", "tune": "zerolatency"}),
+CODECS = {"h264": ("libx264", "mp4", {"preset": "veryfast", "crf": "20"}),  # with B-frames, as most videos
           "vp9": ("libvpx-vp9", "webm", {"deadline": "realtime", "cpu-used": "8", "crf": "24", "b:v": "0",
                                          "row-mt": "1"}),
           "mpeg4": ("mpeg4", "mp4", {"qscale": "3"}),
