@@ -268,6 +268,37 @@ def block_saved_memory(dtype=torch.bfloat16) -> dict:
     return result
 
 
+def block_measured_memory(dtype=torch.bfloat16) -> dict:
+    """GPU only: measured memory of one ILA block (ViT-B/16, 8 frames x 32 clips, training):
+    allocated and held after the forward (what backward keeps, plus the block's outputs),
+    and the peaks of forward and of forward + backward, all above the inputs and weights."""
+    from ila_fast.config import ModelConfig
+    from ila_fast.model.ila import ILABlock
+
+    result = {}
+    for kernels, interactive in itertools.product(("reference", "triton"), ("depthwise", "dense")):
+        cfg = ModelConfig(arch="ViT-B/16", frames=8, input_size=224, kernels=kernels, interactive=interactive)
+        block = ILABlock(cfg).to("cuda", dtype).train()
+        x = torch.randn(32 * cfg.frames, cfg.tokens, cfg.width, device="cuda", dtype=dtype, requires_grad=True)
+        for measure in (False, True):  # the first pass autotunes
+            x.grad = None
+            block.zero_grad(set_to_none=False)
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            out, aux = block(x)
+            held = torch.cuda.memory_allocated() - base
+            peak_fwd = torch.cuda.max_memory_allocated() - base
+            (out.float().square().mean() + aux).backward()
+            peak = torch.cuda.max_memory_allocated() - base
+            del out, aux
+        result[(kernels, interactive)] = dict(held=held / 2**20, peak_fwd=peak_fwd / 2**20, peak=peak / 2**20)
+        del block, x
+        torch.cuda.empty_cache()
+    return result
+
+
 # ---------------------------------------------------------------------------------------
 # The command
 
@@ -343,10 +374,20 @@ def run(args: argparse.Namespace) -> int:
             ref, fused = memory[("reference", interactive, part)], memory[("triton", interactive, part)]
             print(f"  {label:20s} {part:10s}  reference {ref:7.1f} MiB   fused {fused:7.1f} MiB   "
                   f"saved {ref - fused:6.1f} MiB ({ref / fused:.2f}x less)")
+    measured = {}
+    if cuda:
+        measured = block_measured_memory()
+        print("\nMeasured on this GPU (same block and batch, bf16, training; MiB above inputs and weights):")
+        for interactive, label in (("depthwise", "Kinetics (depthwise)"), ("dense", "SSv2 (dense)")):
+            for kernels in ("reference", "triton"):
+                m = measured[(kernels, interactive)]
+                print(f"  {label:20s} {kernels:9s}  held after forward {m['held']:8.1f}   "
+                      f"peak forward {m['peak_fwd']:8.1f}   peak forward+backward {m['peak']:8.1f}")
     if args.save:
         with open(args.save, "w") as f:
             json.dump(dict(info=info, dtype=str(dtype), rows=rows, checks=checks,
                            block_saved_mib={"/".join(k): v for k, v in memory.items()},
+                           block_measured_mib={"/".join(k): v for k, v in measured.items()},
                            command=" ".join(["ila-fast", *sys.argv[1:]])), f, indent=1)
         print(f"wrote {args.save}")
     return 0 if all(r["ok"] for r in checks) else 1

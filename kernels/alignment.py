@@ -42,17 +42,26 @@ def empty_output(shape, like: torch.Tensor, dtype=None) -> torch.Tensor:
     return out
 
 
-def _configs(gpu, interp):
-    return [triton.Config(c, num_warps=w, num_stages=s) for c, w, s in (interp if INTERPRET else gpu)]
+def autotune_configs(gpu, interp, default=0):
+    """triton.Configs from (meta, num_warps, num_stages) triples: the H100 / H200 sweep, or
+    one small config under the interpreter. ILA_FAST_AUTOTUNE=0 keeps only ``gpu[default]``
+    (no tuning: fast first launches, e.g. for the tests on a GPU)."""
+    if INTERPRET:
+        chosen = interp
+    elif os.environ.get("ILA_FAST_AUTOTUNE", "1") == "0":
+        chosen = gpu[default:default + 1]
+    else:
+        chosen = gpu
+    return [triton.Config(c, num_warps=w, num_stages=s) for c, w, s in chosen]
 
 
 # H100 / H200: memory-bound, so the sweep is over tile shape and warps only.
-_FWD_CONFIGS = _configs(
+_FWD_CONFIGS = autotune_configs(
     gpu=[({"BLOCK_L": bl, "BLOCK_D": bd}, w, 2) for bl in (16, 32) for bd in (64, 128, 256) for w in (4, 8)],
-    interp=[({"BLOCK_L": 64, "BLOCK_D": 64}, 4, 1)])
-_BWD_CONFIGS = _configs(
+    interp=[({"BLOCK_L": 64, "BLOCK_D": 64}, 4, 1)], default=8)  # (32, 128, 4 warps)
+_BWD_CONFIGS = autotune_configs(
     gpu=[({"BLOCK_D": bd}, w, s) for bd in (64, 128, 256) for w in (4, 8) for s in (2, 3)],
-    interp=[({"BLOCK_D": 64}, 4, 1)])
+    interp=[({"BLOCK_D": 64}, 4, 1)], default=4)  # (128, 4 warps, 2 stages)
 # Token block of the backward kernel: fixed (not tuned) because it sets the number of dP partials.
 BWD_BLOCK_L = 64 if INTERPRET else 32
 

@@ -44,46 +44,42 @@ import triton
 import triton.language as tl
 
 from . import reference
-from .alignment import INTERPRET, empty_output, store_cast
-
-
-def _configs(gpu, interp):
-    return [triton.Config(c, num_warps=w, num_stages=s) for c, w, s in (interp if INTERPRET else gpu)]
+from .alignment import INTERPRET, autotune_configs, empty_output, store_cast
 
 
 # Tuned (H100 / H200) and interpreter sets. Block sizes that set the number of partial
 # results (STATS_BLOCK_M, DZ_BLOCK_M, the split count) are fixed by the launcher.
-_STATS_CONFIGS = _configs(
+_STATS_CONFIGS = autotune_configs(
     gpu=[({"BLOCK_K": bk}, w, 2) for bk in (32, 64, 128) for w in (4, 8)],
-    interp=[({"BLOCK_K": 64}, 4, 1)])
-_FWD_CONFIGS = _configs(
+    interp=[({"BLOCK_K": 64}, 4, 1)], default=2)
+_FWD_CONFIGS = autotune_configs(
     gpu=[({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, w, s)
          for bm, bn, bk, w, s in ((128, 256, 32, 8, 3), (128, 256, 64, 8, 2), (128, 128, 64, 4, 3),
                                   (128, 128, 32, 4, 3), (64, 256, 64, 8, 3), (64, 128, 64, 4, 3),
                                   (256, 128, 32, 8, 3), (64, 256, 32, 4, 4))],
     interp=[({"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_K": 32}, 4, 1)])
-_WGRAD_CONFIGS = _configs(
+_WGRAD_CONFIGS = autotune_configs(
     gpu=[({"BLOCK_M": bm, "BLOCK_K": bk}, w, s)
          for bm, bk, w, s in ((32, 32, 4, 3), (64, 32, 8, 3), (32, 64, 8, 3), (64, 64, 8, 2), (128, 32, 8, 2))],
     interp=[({"BLOCK_M": 64, "BLOCK_K": 32}, 4, 1)])
-_DU_CONFIGS = _configs(
+_DU_CONFIGS = autotune_configs(
     gpu=[({"BLOCK_M": bm, "BLOCK_K": bk}, w, s)
          for bm, bk, w, s in ((64, 32, 4, 3), (64, 64, 8, 3), (128, 32, 8, 3), (128, 64, 8, 2), (32, 64, 4, 3))],
     interp=[({"BLOCK_M": 64, "BLOCK_K": 32}, 4, 1)])
-_DZ_CONFIGS = _configs(
+_DZ_CONFIGS = autotune_configs(
     gpu=[({"BLOCK_D": bd}, w, 2) for bd in (16, 32, 64) for w in (4, 8)],
-    interp=[({"BLOCK_D": 32}, 4, 1)])
-_DENSE_FWD_CONFIGS = _configs(
+    interp=[({"BLOCK_D": 32}, 4, 1)], default=2)
+_DENSE_FWD_CONFIGS = autotune_configs(
     gpu=[({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, w, s)
          for bm, bn, bk, w, s in ((128, 128, 64, 8, 3), (128, 256, 64, 8, 3), (128, 128, 32, 4, 4),
                                   (64, 256, 64, 8, 3), (256, 128, 64, 8, 3), (128, 64, 64, 4, 4))],
     interp=[({"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_K": 32}, 4, 1)])
-_DENSE_DX_CONFIGS = _configs(
+_DENSE_DX_CONFIGS = autotune_configs(
     gpu=[({"BLOCK_M": bm, "BLOCK_D": bd, "BLOCK_O": bo}, w, s)
          for bm, bd, bo, w, s in ((128, 64, 64, 8, 3), (64, 128, 64, 8, 3), (128, 128, 32, 8, 3),
                                   (64, 64, 64, 4, 3), (128, 64, 32, 4, 4))],
     interp=[({"BLOCK_M": 64, "BLOCK_D": 32, "BLOCK_O": 32}, 4, 1)])
-_DENSE_DW_CONFIGS = _configs(
+_DENSE_DW_CONFIGS = autotune_configs(
     gpu=[({"BLOCK_M": bm, "BLOCK_K": bk}, w, s)
          for bm, bk, w, s in ((64, 64, 8, 3), (128, 32, 8, 3), (64, 32, 4, 3), (128, 64, 8, 2))],
     interp=[({"BLOCK_M": 64, "BLOCK_K": 32}, 4, 1)])

@@ -6,6 +6,12 @@ the reference op in that dtype, plus a floor of a few ulps of the largest value.
 gradient (dZ, conv weights and biases, BatchNorm affine) and, in training, the updated
 running statistics are compared. Outputs are NaN-filled before the kernels write.
 """
+import os
+
+# On a GPU: one kernel config per kernel (no autotuning sweep) keeps the many small test
+# shapes fast; set ILA_FAST_AUTOTUNE=1 to test the tuned configs.
+os.environ.setdefault("ILA_FAST_AUTOTUNE", "0")
+
 import pytest
 import torch
 

@@ -1,5 +1,11 @@
 """The fused ops as registered torch ops: interface, opcheck, torch.compile, and a whole
 ILA block with the fused ops against the same block with the reference ops."""
+import os
+
+# On a GPU: one kernel config per kernel (no autotuning sweep) keeps the many small test
+# shapes fast; set ILA_FAST_AUTOTUNE=1 to test the tuned configs.
+os.environ.setdefault("ILA_FAST_AUTOTUNE", "0")
+
 import copy
 import inspect
 
