@@ -688,6 +688,15 @@ def _fold(weight, bias, bn_weight, bn_bias, bn_mean, bn_var, eps, dtype):
     return w, (bias.to(dtype) - bn_mean.to(dtype)) * scale + bn_bias.to(dtype)
 
 
+def _bn_affine(weight, bias, running_mean):
+    """BatchNorm affine parameters in the running statistics' dtype. Mixed precision (FSDP's
+    param_dtype=bf16) casts parameters but not buffers, and F.batch_norm refuses bf16
+    weights with fp32 running statistics; its input may stay bf16."""
+    if running_mean is None or weight is None or weight.dtype == running_mean.dtype:
+        return weight, bias
+    return weight.to(running_mean.dtype), (None if bias is None else bias.to(running_mean.dtype))
+
+
 def _update_running(running_mean, running_var, mean, var, count, momentum):
     """As nn.BatchNorm2d: running = (1 - momentum) running + momentum batch (unbiased variance)."""
     if running_mean is None or momentum is None:
@@ -716,7 +725,8 @@ def pair_correlation(z: torch.Tensor,
     if training:
         y, mean, var = pair_correlation_train_op(z, w1, dw_bias, dw_bn_weight, dw_bn_bias, pw, pw_bias, float(eps))
         _update_running(dw_bn_mean, dw_bn_var, mean, var, b * (t - 1) * g * g, momentum)
-        y = F.batch_norm(y, pw_bn_mean, pw_bn_var, pw_bn_weight, pw_bn_bias, True, momentum, eps)
+        y = F.batch_norm(y, pw_bn_mean, pw_bn_var, *_bn_affine(pw_bn_weight, pw_bn_bias, pw_bn_mean),
+                         True, momentum, eps)
         return F.relu(y)
     w1f, b1f = _fold(w1, dw_bias, dw_bn_weight, dw_bn_bias, dw_bn_mean, dw_bn_var, eps, stat)
     pwf, pbf = _fold(pw, pw_bias, pw_bn_weight, pw_bn_bias, pw_bn_mean, pw_bn_var, eps, stat)
@@ -825,4 +835,5 @@ def pair_correlation_dense(z: torch.Tensor, weight: torch.Tensor, bias: torch.Te
                                                 training, momentum, eps)
     w_t = weight.permute(2, 3, 1, 0).reshape(9, weight.shape[1], weight.shape[0])  # (9, 2D, C)
     y = pair_conv3x3_op(_autocast_input(z), w_t, bias)
-    return F.relu(F.batch_norm(y, bn_mean, bn_var, bn_weight, bn_bias, training, momentum, eps))
+    return F.relu(F.batch_norm(y, bn_mean, bn_var, *_bn_affine(bn_weight, bn_bias, bn_mean), training,
+                               momentum, eps))

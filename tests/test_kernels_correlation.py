@@ -209,3 +209,38 @@ def test_pair_correlation_under_autocast(dense):
     assert out.dtype == ref_out.dtype == torch.bfloat16 and dz.dtype == torch.float32
     for got, base, want in ((out, ref_out, exact["out"]), (dz, ref_dz, exact["dz"])):
         _check_error("autocast", got, base, want, torch.bfloat16)
+
+
+@pytest.mark.parametrize("dense", [False, True])
+@pytest.mark.parametrize("training", [True, False])
+def test_pair_correlation_bf16_params_fp32_running_stats(dense, training):
+    """Mixed precision as FSDP does it (param_dtype=bf16): bf16 Z and parameters, fp32
+    running statistics. The fused fronts accept the mix (F.batch_norm alone refuses it);
+    errors as for the reference run entirely in bf16."""
+    gen = torch.Generator().manual_seed(10)
+    z = torch.randn(2, 3, 26, 16, generator=gen).bfloat16()
+    params = {k: v if _is_stat(k) else v.bfloat16() for k, v in _params(16, 16, gen, dense).items()}
+    grad = torch.randn(4, 16, 5, 5, generator=gen).bfloat16()
+    ref_fn = reference.pair_correlation_dense if dense else reference.pair_correlation
+    exact = _run(ref_fn, z, params, training, grad, torch.float64)
+    base = _run(ref_fn, z, params, training, grad, torch.bfloat16)
+    zz = z.clone().requires_grad_()
+    p = {k: v.clone().requires_grad_(not _is_stat(k)) for k, v in params.items()}
+    fn = pair_correlation_dense if dense else pair_correlation
+    out = fn(zz, **p, training=training, momentum=MOMENTUM, eps=BN_EPS)
+    out.backward(grad)
+    assert out.dtype == torch.bfloat16
+    for name, got in (("out", out), ("dz", zz.grad), *((k, v if _is_stat(k) else v.grad) for k, v in p.items())):
+        if training and name in BIAS_WEIGHT:
+            continue  # exact value 0: rounding noise only
+        assert got.dtype == p.get(name, zz).dtype, name
+        if training and name not in ("out", "dw_bn_mean", "dw_bn_var", "bn_mean", "bn_var",
+                                     "pw_bn_mean", "pw_bn_var"):
+            # Training gradients through two batch-statistics BatchNorms over 100 values swing
+            # by seed for either implementation (ReLU gates flipping on bf16 rounding); the
+            # sweep above judges their accuracy. Here: the mix runs and stays at bf16 level.
+            want = exact[name]
+            err = (got.double() - want).pow(2).mean().sqrt() / (want.pow(2).mean().sqrt() + 1e-30)
+            assert err < 0.15, f"{name}: relative RMS error {err:.3g}"
+            continue
+        _check_error(name, got, base[name], exact[name], torch.bfloat16)
