@@ -1,4 +1,5 @@
-"""Fused inter-frame correlation (the interactive block's front) without the pair tensor.
+"""Fused Kinetics inter-frame correlation (the interactive block's depthwise + pointwise
+front) without the pair tensor.
 
 Kinetics variant (``reference.pair_correlation``): for pair n = (b, t) the input is the
 2D-channel map cat(Z[b, t], Z[b, t+1]) (patch tokens as G x G maps). Here no kernel ever
@@ -30,20 +31,17 @@ round trip through memory, once); (3) a stencil kernel per frame gathers du of t
 pairs the frame belongs to and produces dZ, dw1 and db1. Saved for backward: Z (which
 the block holds anyway), the small parameters and BN1's statistics; nothing 2D-sized.
 
-SSv2 variant (``pair_correlation_dense``): the dense 3x3 conv 2D -> C is an implicit GEMM
-over frames t and t+1 (K = 9 x 2D), with its transposed GEMM for dZ and a split-K
-weight-gradient kernel; BatchNorm + ReLU on its C-channel output stay in PyTorch.
+The SSv2 front (``pair_correlation_dense``) is in ``dense_correlation.py``; the helpers both
+fronts use are in ``_common.py``.
 """
 from __future__ import annotations
-
-import os
 
 import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from . import reference
+from ._common import _acc_types, _autocast_input, _bn_affine, _geometry, _pair_pixels
 from .alignment import INTERPRET, autotune_configs, empty_output, store_cast
 
 
@@ -69,36 +67,12 @@ _DU_CONFIGS = autotune_configs(
 _DZ_CONFIGS = autotune_configs(
     gpu=[({"BLOCK_D": bd}, w, 2) for bd in (16, 32, 64) for w in (4, 8)],
     interp=[({"BLOCK_D": 32}, 4, 1)], default=2)
-_DENSE_FWD_CONFIGS = autotune_configs(
-    gpu=[({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, w, s)
-         for bm, bn, bk, w, s in ((128, 128, 64, 8, 3), (128, 256, 64, 8, 3), (128, 128, 32, 4, 4),
-                                  (64, 256, 64, 8, 3), (256, 128, 64, 8, 3), (128, 64, 64, 4, 4))],
-    interp=[({"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_K": 32}, 4, 1)])
-_DENSE_DX_CONFIGS = autotune_configs(
-    gpu=[({"BLOCK_M": bm, "BLOCK_D": bd, "BLOCK_O": bo}, w, s)
-         for bm, bd, bo, w, s in ((128, 64, 64, 8, 3), (64, 128, 64, 8, 3), (128, 128, 32, 8, 3),
-                                  (64, 64, 64, 4, 3), (128, 64, 32, 4, 4))],
-    interp=[({"BLOCK_M": 64, "BLOCK_D": 32, "BLOCK_O": 32}, 4, 1)])
-_DENSE_DW_CONFIGS = autotune_configs(
-    gpu=[({"BLOCK_M": bm, "BLOCK_K": bk}, w, s)
-         for bm, bk, w, s in ((64, 64, 8, 3), (128, 32, 8, 3), (64, 32, 4, 3), (128, 64, 8, 2))],
-    interp=[({"BLOCK_M": 64, "BLOCK_K": 32}, 4, 1)])
 STATS_BLOCK_M = 64 if INTERPRET else 128
 DZ_BLOCK_M = 64 if INTERPRET else 256
 
 
 # ---------------------------------------------------------------------------------------
-# Shared tile helpers
-
-
-@triton.jit
-def _pair_pixels(m, T, G, Q):
-    """Flattened pair pixel m = n * Q + q -> (frame-t row base index, i, j)."""
-    n = m // Q
-    q = m % Q
-    b = n // (T - 1)
-    t = n % (T - 1)
-    return b * T + t, q // G, q % G
+# Tile helpers
 
 
 @triton.jit
@@ -329,142 +303,8 @@ def _corr_dz_kernel(z_ptr, du_ptr, w_ptr, dz_ptr, part_ptr, T, L, D, G, Q, MF, K
     tl.store(dz_ptr + offs, store_cast(dz, dz_ptr.dtype.element_ty, FIX_BF16), mask=mmask[:, None] & dmask[None, :])
 
 
-@triton.jit
-def _pair_tap_rows(m, mmask, tap, T, L, D, G, Q):
-    """Row offsets (token index * D, frame t) of pair pixel m shifted by a 3x3 tap, and validity."""
-    frame, i, j = _pair_pixels(m, T, G, Q)
-    ii = i + (tap // 3 - 1)
-    jj = j + (tap % 3 - 1)
-    valid = mmask & (ii >= 0) & (ii < G) & (jj >= 0) & (jj < G)
-    return (frame.to(tl.int64) * L + 1 + ii * G + jj) * D, valid
-
-
-@triton.autotune(configs=_DENSE_FWD_CONFIGS, key=["K2", "C", "Q"])
-@triton.jit
-def _dense_fwd_kernel(z_ptr, w_ptr, bias_ptr, y_ptr, T, L, D, G, Q, M, K2, C,
-                      ACC: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr, FIX_BF16: tl.constexpr,
-                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """Implicit GEMM: y[n, o, q] = b[o] + sum_{tap, c} W[tap, c, o] x[n, c, q + tap], with
-    channel c < D read from frame t and c >= D from frame t+1 (no pair tensor)."""
-    m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    mmask = m < M
-    o = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    omask = o < C
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
-    for tap in tl.static_range(9):
-        rows, valid = _pair_tap_rows(m, mmask, tap, T, L, D, G, Q)
-        for k0 in range(0, K2, BLOCK_K):
-            c = k0 + tl.arange(0, BLOCK_K)
-            cmask = c < K2
-            half = (c >= D).to(tl.int64)
-            col = half * L * D + (c - half * D)
-            x = tl.load(z_ptr + rows[:, None] + col[None, :], mask=valid[:, None] & cmask[None, :], other=0.0)
-            w = tl.load(w_ptr + (tap * K2 + c[:, None]).to(tl.int64) * C + o[None, :],
-                        mask=cmask[:, None] & omask[None, :], other=0.0)
-            acc += tl.dot(x.to(DOT), w.to(DOT), input_precision=PREC, out_dtype=ACC)
-    y = acc + tl.load(bias_ptr + o, mask=omask, other=0.0).to(ACC)[None, :]
-    n = m // Q
-    q = m % Q
-    offs = (n.to(tl.int64) * C * Q + q)[:, None] + (o * Q)[None, :]
-    tl.store(y_ptr + offs, store_cast(y, y_ptr.dtype.element_ty, FIX_BF16), mask=mmask[:, None] & omask[None, :])
-
-
-@triton.autotune(configs=_DENSE_DX_CONFIGS, key=["D", "C", "Q"])
-@triton.jit
-def _dense_dx_kernel(gy_ptr, w_ptr, dz_ptr, T, L, D, G, Q, MF, K2, C,
-                     ACC: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr, FIX_BF16: tl.constexpr,
-                     BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_O: tl.constexpr):
-    """dZ[f, p, d] = sum over the two pairs holding frame f, taps and o of
-    dy[pair, o, p - tap] W[tap, half * D + d, o] (the transposed implicit GEMM)."""
-    m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    mmask = m < MF
-    d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-    dmask = d < D
-    f = (m // Q).to(tl.int64)
-    q = m % Q
-    b = f // T
-    t = f % T
-    i = q // G
-    j = q % G
-    acc = tl.zeros((BLOCK_M, BLOCK_D), dtype=ACC)
-    for half in tl.static_range(2):
-        if half == 0:
-            has_pair = t < T - 1
-            n = b * (T - 1) + t
-        else:
-            has_pair = t > 0
-            n = b * (T - 1) + t - 1
-        c = half * D + d
-        for tap in tl.static_range(9):
-            si = i - (tap // 3 - 1)
-            sj = j - (tap % 3 - 1)
-            valid = mmask & has_pair & (si >= 0) & (si < G) & (sj >= 0) & (sj < G)
-            rows = n * C * Q + si * G + sj
-            for o0 in range(0, C, BLOCK_O):
-                o = o0 + tl.arange(0, BLOCK_O)
-                omask = o < C
-                dy = tl.load(gy_ptr + rows[:, None] + (o * Q)[None, :], mask=valid[:, None] & omask[None, :],
-                             other=0.0)
-                w = tl.load(w_ptr + (tap * K2 + c[None, :]).to(tl.int64) * C + o[:, None],
-                            mask=omask[:, None] & dmask[None, :], other=0.0)
-                acc += tl.dot(dy.to(DOT), w.to(DOT), input_precision=PREC, out_dtype=ACC)
-    offs = ((f * L + 1 + q) * D)[:, None] + d[None, :]
-    tl.store(dz_ptr + offs, store_cast(acc, dz_ptr.dtype.element_ty, FIX_BF16), mask=mmask[:, None] & dmask[None, :])
-
-
-@triton.autotune(configs=_DENSE_DW_CONFIGS, key=["K2", "C", "Q"])
-@triton.jit
-def _dense_dw_kernel(z_ptr, gy_ptr, part_ptr, T, L, D, G, Q, M, K2, C, SPLIT,
-                     ACC: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr, BLOCK_C: tl.constexpr,
-                     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
-    """Split-K over pixels: dW[tap, c, o] partial = sum_m x[m + tap, c] dy[m, o]."""
-    c = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
-    cmask = c < K2
-    tap = tl.program_id(1)
-    s = tl.program_id(2)
-    o = tl.arange(0, BLOCK_C)
-    omask = o < C
-    half = (c >= D).to(tl.int64)
-    col = half * L * D + (c - half * D)
-    acc = tl.zeros((BLOCK_K, BLOCK_C), dtype=ACC)
-    for mt in range(s, tl.cdiv(M, BLOCK_M), SPLIT):
-        m = mt * BLOCK_M + tl.arange(0, BLOCK_M)
-        mmask = m < M
-        rows, valid = _pair_tap_rows(m, mmask, tap, T, L, D, G, Q)
-        x = tl.load(z_ptr + rows[:, None] + col[None, :], mask=valid[:, None] & cmask[None, :], other=0.0)
-        n = m // Q
-        q = m % Q
-        dy = tl.load(gy_ptr + (n.to(tl.int64) * C * Q + q)[:, None] + (o * Q)[None, :],
-                     mask=mmask[:, None] & omask[None, :], other=0.0)
-        acc += tl.dot(tl.trans(x.to(DOT)), dy.to(DOT), input_precision=PREC, out_dtype=ACC)
-    base = part_ptr + ((s * 9 + tap) * K2).to(tl.int64) * C
-    tl.store(base + c[:, None].to(tl.int64) * C + o[None, :], acc, mask=cmask[:, None] & omask[None, :])
-
-
 # ---------------------------------------------------------------------------------------
 # Launchers
-
-
-def _geometry(z: torch.Tensor):
-    if z.dim() != 4:
-        raise ValueError(f"pair_correlation: z must be (B, T, L, D), got shape {tuple(z.shape)}")
-    b, t, l, d = z.shape
-    g = int(round((l - 1) ** 0.5))
-    if g * g + 1 != l or t < 2:
-        raise ValueError(f"pair_correlation: need L = G*G + 1 and T >= 2, got z of shape {tuple(z.shape)}")
-    return b, t, l, d, g
-
-
-def _acc_types(z: torch.Tensor):
-    """(accumulator dtype, torch accumulator dtype, dot operand dtype, dot precision)."""
-    if z.dtype == torch.float64:
-        return tl.float64, torch.float64, tl.float64, "ieee"
-    if INTERPRET:  # the interpreter's tl.dot on bf16 operands is wrong: dot in fp32
-        return tl.float32, torch.float32, tl.float32, "ieee"
-    if z.dtype in (torch.bfloat16, torch.float16):
-        return tl.float32, torch.float32, (tl.bfloat16 if z.dtype == torch.bfloat16 else tl.float16), "ieee"
-    # fp32 follows PyTorch's own switch for the cuDNN convolutions these kernels replace.
-    return tl.float32, torch.float32, tl.float32, ("tf32" if torch.backends.cudnn.allow_tf32 else "ieee")
 
 
 def _split_count(z: torch.Tensor, k2: int, m: int) -> int:
@@ -672,29 +512,11 @@ pair_correlation_eval_op.register_autograd(_eval_backward, setup_context=_eval_s
 # Public functions (signatures of reference.py)
 
 
-def _autocast_input(z: torch.Tensor) -> torch.Tensor:
-    """Under autocast the reference's convolutions run in the autocast dtype (LayerNorm hands
-    them fp32): cast Z the same way, so the kernels read half the bytes and use bf16 / fp16
-    tensor cores. Weights stay as they are; the kernels cast their tiles in registers."""
-    if z.device.type in ("cuda", "cpu") and torch.is_autocast_enabled(z.device.type) and z.dtype == torch.float32:
-        return z.to(torch.get_autocast_dtype(z.device.type))
-    return z
-
-
 def _fold(weight, bias, bn_weight, bn_bias, bn_mean, bn_var, eps, dtype):
     """BatchNorm (running statistics) folded into the preceding conv: (W * s, (b - mean) s + beta)."""
     scale = bn_weight.to(dtype) * torch.rsqrt(bn_var.to(dtype) + eps)
     w = weight.to(dtype) * scale.reshape(-1, *([1] * (weight.dim() - 1)))
     return w, (bias.to(dtype) - bn_mean.to(dtype)) * scale + bn_bias.to(dtype)
-
-
-def _bn_affine(weight, bias, running_mean):
-    """BatchNorm affine parameters in the running statistics' dtype. Mixed precision (FSDP's
-    param_dtype=bf16) casts parameters but not buffers, and F.batch_norm refuses bf16
-    weights with fp32 running statistics; its input may stay bf16."""
-    if running_mean is None or weight is None or weight.dtype == running_mean.dtype:
-        return weight, bias
-    return weight.to(running_mean.dtype), (None if bias is None else bias.to(running_mean.dtype))
 
 
 def _update_running(running_mean, running_var, mean, var, count, momentum):
@@ -731,109 +553,3 @@ def pair_correlation(z: torch.Tensor,
     w1f, b1f = _fold(w1, dw_bias, dw_bn_weight, dw_bn_bias, dw_bn_mean, dw_bn_var, eps, stat)
     pwf, pbf = _fold(pw, pw_bias, pw_bn_weight, pw_bn_bias, pw_bn_mean, pw_bn_var, eps, stat)
     return pair_correlation_eval_op(z, w1f, b1f, pwf, pbf)
-
-
-def dense_forward(z, w_t, bias):
-    """y (N, C, G, G) = dense 3x3 conv of the pair maps; w_t (9, 2D, C), bias (C,)."""
-    b, t, l, d, g = _geometry(z)
-    q, k2, c = g * g, 2 * d, w_t.shape[2]
-    m = b * (t - 1) * q
-    acc, _, dot, prec = _acc_types(z)
-    y = empty_output((b * (t - 1), c, g, g), z)
-    grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(c, meta["BLOCK_N"]))  # noqa: E731
-    _dense_fwd_kernel[grid](z, w_t, bias, y, t, l, d, g, q, m, k2, c, ACC=acc, DOT=dot, PREC=prec,
-                            FIX_BF16=INTERPRET)
-    return y
-
-
-def dense_backward(gy, z, w_t):
-    """(dz, dw_t (9, 2D, C), db) of dense_forward."""
-    b, t, l, d, g = _geometry(z)
-    q, k2, c = g * g, 2 * d, w_t.shape[2]
-    m, mf = b * (t - 1) * q, b * t * q
-    acc, acc_torch, dot, prec = _acc_types(z)
-    gy = gy.to(z.dtype).contiguous()
-    dz = empty_output(z.shape, z)
-    dz[:, :, 0] = 0
-    grid = lambda meta: (triton.cdiv(mf, meta["BLOCK_M"]), triton.cdiv(d, meta["BLOCK_D"]))  # noqa: E731
-    _dense_dx_kernel[grid](gy, w_t, dz, t, l, d, g, q, mf, k2, c, ACC=acc, DOT=dot, PREC=prec, FIX_BF16=INTERPRET)
-    if INTERPRET or z.device.type != "cuda":
-        split = 2
-    else:
-        sms = torch.cuda.get_device_properties(z.device).multi_processor_count
-        split = max(1, min(16, triton.cdiv(2 * sms, 9 * triton.cdiv(k2, 64)), triton.cdiv(m, 128)))
-    part = empty_output((split, 9, k2, c), z, dtype=acc_torch)
-    grid = lambda meta: (triton.cdiv(k2, meta["BLOCK_K"]), 9, split)  # noqa: E731
-    _dense_dw_kernel[grid](z, gy, part, t, l, d, g, q, m, k2, c, split, ACC=acc, DOT=dot, PREC=prec,
-                           BLOCK_C=max(16, triton.next_power_of_2(c)))
-    return dz, part.sum(0), gy.sum((0, 2, 3), dtype=acc_torch)
-
-
-@torch.library.custom_op("ila_fast::pair_conv3x3", mutates_args=())
-def pair_conv3x3_op(z: torch.Tensor, w_t: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    return dense_forward(z.contiguous(), w_t.contiguous(), bias.contiguous())
-
-
-@pair_conv3x3_op.register_fake
-def _(z, w_t, bias):
-    b, t, l, d = z.shape
-    g = int(round((l - 1) ** 0.5))
-    return z.new_empty((b * (t - 1), w_t.shape[2], g, g))
-
-
-@torch.library.custom_op("ila_fast::pair_conv3x3_backward", mutates_args=())
-def pair_conv3x3_backward_op(gy: torch.Tensor, z: torch.Tensor,
-                             w_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    dz, dw, db = dense_backward(gy, z.contiguous(), w_t.contiguous())
-    return dz, dw.to(w_t.dtype), db.to(w_t.dtype)
-
-
-@pair_conv3x3_backward_op.register_fake
-def _(gy, z, w_t):
-    return z.new_empty(z.shape), w_t.new_empty(w_t.shape), w_t.new_empty((w_t.shape[2],))
-
-
-def _dense_setup_context(ctx, inputs, output):
-    z, w_t, bias = inputs
-    ctx.save_for_backward(z, w_t)
-    ctx.bias_dtype = bias.dtype
-
-
-def _dense_backward(ctx, gy):
-    z, w_t = ctx.saved_tensors
-    dz, dw, db = pair_conv3x3_backward_op(gy, z, w_t)
-    return dz, dw, db.to(ctx.bias_dtype)
-
-
-pair_conv3x3_op.register_autograd(_dense_backward, setup_context=_dense_setup_context)
-
-# "triton": the implicit GEMM above; "cudnn": the reference (pair tensor + cuDNN). To be
-# decided by measurement on the GPU (bench: ila-fast bench kernels --ops dense_train).
-DENSE_IMPL = os.environ.get("ILA_FAST_DENSE", "triton")
-
-
-def pair_correlation_dense(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                           bn_weight: torch.Tensor, bn_bias: torch.Tensor,
-                           bn_mean: torch.Tensor, bn_var: torch.Tensor,
-                           training: bool, momentum: float, eps: float) -> torch.Tensor:
-    """SSv2 front: dense 3x3 conv 2D -> C (implicit GEMM over frames t and t+1, no pair
-    tensor, one fp32 accumulation over all 9 x 2D inputs like cuDNN's) + BN + ReLU (PyTorch,
-    on the C-channel output: BatchNorm and its running statistics exactly as the reference).
-
-    Saved for backward: Z and the weights (instead of the 2D-channel pair tensor), plus
-    BatchNorm's input and ReLU's output (C channels, as in the reference).
-
-    Why not split the conv by linearity into one cuDNN conv over all frames with the two
-    weight halves stacked on the output channels (no pair tensor, T/(T-1) of the FLOPs):
-    it rounds the two halves separately in bf16 before adding them, so values near the
-    ReLU threshold flip far more often than in the reference (measured: ~10x the
-    reference's gradient error in bf16). ``ILA_FAST_DENSE=cudnn`` selects the reference
-    path (pair tensor + cuDNN), the choice to make if the GPU shows cuDNN faster.
-    """
-    if DENSE_IMPL == "cudnn":
-        return reference.pair_correlation_dense(z, weight, bias, bn_weight, bn_bias, bn_mean, bn_var,
-                                                training, momentum, eps)
-    w_t = weight.permute(2, 3, 1, 0).reshape(9, weight.shape[1], weight.shape[0])  # (9, 2D, C)
-    y = pair_conv3x3_op(_autocast_input(z), w_t, bias)
-    return F.relu(F.batch_norm(y, bn_mean, bn_var, *_bn_affine(bn_weight, bn_bias, bn_mean), training,
-                               momentum, eps))

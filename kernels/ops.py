@@ -23,6 +23,7 @@ tests in tests/test_kernels_ops.py are what it must pass.
 from __future__ import annotations
 
 from .alignment import align_frames
-from .correlation import pair_correlation, pair_correlation_dense
+from .correlation import pair_correlation
+from .dense_correlation import pair_correlation_dense
 
 __all__ = ["align_frames", "pair_correlation", "pair_correlation_dense"]

@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from ila_fast.kernels import reference
-from ila_fast.kernels.correlation import pair_correlation, pair_correlation_dense
+from ila_fast.kernels.correlation import pair_correlation
+from ila_fast.kernels.dense_correlation import pair_correlation_dense
 
 EPS = {torch.float32: 1.2e-7, torch.bfloat16: 7.8e-3, torch.float16: 9.8e-4}
 MOMENTUM, BN_EPS = 0.1, 1e-5

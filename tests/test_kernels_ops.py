@@ -15,7 +15,7 @@ from functorch.compile import make_boxed_func
 from torch._dynamo.backends.common import aot_autograd
 
 from ila_fast.kernels import OP_NAMES, get_ops, reference
-from ila_fast.kernels import alignment, correlation  # noqa: F401  (registers the ops)
+from ila_fast.kernels import alignment, correlation, dense_correlation  # noqa: F401  (registers the ops)
 
 OPS = torch.ops.ila_fast
 
