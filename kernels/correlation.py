@@ -38,7 +38,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-import triton
+
+from . import alignment  # noqa: F401 - sets the interpreter fallback before triton loads
+
+import triton  # noqa: E402
 import triton.language as tl
 
 from ._common import _acc_types, _autocast_input, _bn_affine, _geometry, _pair_pixels

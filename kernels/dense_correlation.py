@@ -15,7 +15,10 @@ import os
 
 import torch
 import torch.nn.functional as F
-import triton
+
+from . import alignment  # noqa: F401 - sets the interpreter fallback before triton loads
+
+import triton  # noqa: E402
 import triton.language as tl
 
 from . import reference
