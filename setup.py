@@ -24,6 +24,10 @@ setup(
         "einops",
         "open_clip_torch>=2.24",
         "submitit>=1.5",
+        # what users watch: progress bar, TensorBoard scalars, curve / confusion PNGs
+        "tqdm",
+        "tensorboard",
+        "matplotlib",
     ],
     extras_require={
         # dev: DALI 2.4 for CUDA 13 (the smaller wheel) so make test exercises its CPU path
