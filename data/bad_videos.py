@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ log = logging.getLogger("ila_fast.data")
 # reason -> what it means. Reasons found by the probe are known before the first step;
 # ``decode_error`` is found while loading.
 REASONS = {
+    "missing": "the listed path is not a file (missing, a directory, or a dangling symlink)",
     "empty_file": "the file has zero bytes",
     "not_a_video": "not a media file FFmpeg can open",
     "truncated": "the container is recognised but cut short (header, packets or last frames missing)",
@@ -24,7 +26,18 @@ REASONS = {
     "unsupported_codec": "no decoder for the video codec in this backend",
     "too_few_frames": "fewer decodable frames than the clip needs",
     "decode_error": "decoding failed while loading",
+    "unsupported_by_backend": "a valid video this backend cannot decode correctly (codec, stream layout); "
+                              "the CPU backend decodes it",
 }
+# Reasons that say the file itself is fine; reported apart from the broken ones.
+BACKEND_REASONS = frozenset({"unsupported_by_backend"})
+
+
+def bad_limit(max_fraction: float, videos: int) -> int:
+    """The most bad videos a dataset of ``videos`` tolerates: at least one when the fraction is > 0."""
+    if max_fraction <= 0:
+        return 0
+    return max(1, math.floor(max_fraction * videos + 1e-9))
 
 
 class BadVideo(Exception):
@@ -68,8 +81,8 @@ class BadVideoLog:
 
     @property
     def limit(self) -> int:
-        """The most bad videos a run tolerates."""
-        return int(self.max_fraction * len(self.paths))
+        """The most bad videos a run tolerates (at least one when max_fraction > 0)."""
+        return bad_limit(self.max_fraction, len(self.paths))
 
     def record(self, event: BadEvent) -> None:
         self.replacements += 1
@@ -99,10 +112,15 @@ class BadVideoLog:
             where = f" (report: {self.report_path})" if self.report_path else ""
             if self.report_path:
                 self.write_report(epoch=None)
+            unsupported = sum(e.reason in BACKEND_REASONS for e in self.bad.values())
+            broken = len(self.bad) - unsupported
+            what = f"{broken} unreadable" + (f", {unsupported} unsupported by this backend" if unsupported else "")
+            hint = (" Videos unsupported by this backend decode with data.backend = 'cpu'." if unsupported else "")
             raise TooManyBadVideos(
-                f"{self.name}: {len(self.bad)} of {len(self.paths)} videos are unreadable, more than "
-                f"max_bad_fraction = {self.max_fraction} allows ({self.limit}){where}. Fix or remove them, "
-                f"or raise data.max_bad_fraction:\n{listing}")
+                f"{self.name}: {len(self.bad)} of {len(self.paths)} videos cannot be used ({what}), more than "
+                f"max_bad_fraction = {self.max_fraction} allows ({self.limit} video"
+                f"{'' if self.limit == 1 else 's'}){where}. Fix or remove them, or raise "
+                f"data.max_bad_fraction.{hint}\n{listing}")
 
     def summary(self) -> str:
         counts = {k: v for k, v in self.by_reason().items() if v}

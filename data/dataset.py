@@ -38,27 +38,48 @@ class VideoEntry:
     line: int    # 1-based line in the list file
 
 
+def _is_int(text: str) -> bool:
+    return text.lstrip("+-").isdigit()
+
+
+def _text_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file (a leading BOM dropped); a byte that is not UTF-8 names file:line."""
+    lines = []
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]  # a UTF-8 byte-order mark (Windows editors write one)
+            try:
+                lines.append(raw.decode("utf-8").rstrip("\r\n"))
+            except UnicodeDecodeError as e:
+                raise DatasetError(f"{path}:{lineno}: byte 0x{raw[e.start]:02x} at column {e.start + 1} is not "
+                                   "UTF-8; save the file as UTF-8") from None
+    return lines
+
+
 def read_labels(csv_path: str | os.PathLike) -> list[str]:
     """Class names from a label CSV (``id,name``; a header line is optional); ids must be 0..K-1."""
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise DatasetError(f"{csv_path}: label CSV not found")
     names: dict[int, str] = {}
-    with open(csv_path, newline="") as f:
-        for lineno, row in enumerate(csv.reader(f), 1):
-            if not row or not "".join(row).strip():
+    text = "\n".join(_text_lines(csv_path))
+    for lineno, row in enumerate(csv.reader(text.split("\n")), 1):
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) < 2:
+            raise DatasetError(f"{csv_path}:{lineno}: expected 'id,name', got {','.join(row)!r}")
+        key, name = row[0].strip(), ",".join(row[1:]).strip()
+        if not _is_int(key):
+            # Only the first line may be a header, and only when its id field is not a number:
+            # a data row always has an integer id, so it is never taken for a header.
+            if lineno == 1 and not names:
                 continue
-            if len(row) < 2:
-                raise DatasetError(f"{csv_path}:{lineno}: expected 'id,name', got {','.join(row)!r}")
-            key, name = row[0].strip(), ",".join(row[1:]).strip()
-            if not key.lstrip("-").isdigit():
-                if lineno == 1:
-                    continue  # header
-                raise DatasetError(f"{csv_path}:{lineno}: class id {key!r} is not an integer")
-            cid = int(key)
-            if cid in names:
-                raise DatasetError(f"{csv_path}:{lineno}: class id {cid} appears twice")
-            names[cid] = name
+            raise DatasetError(f"{csv_path}:{lineno}: class id {key!r} is not an integer")
+        cid = int(key)
+        if cid in names:
+            raise DatasetError(f"{csv_path}:{lineno}: class id {cid} appears twice")
+        names[cid] = name
     if not names:
         raise DatasetError(f"{csv_path}: no classes")
     if sorted(names) != list(range(len(names))):
@@ -68,42 +89,58 @@ def read_labels(csv_path: str | os.PathLike) -> list[str]:
     return [names[i] for i in range(len(names))]
 
 
+def missing_reason(path: Path) -> str:
+    """Why ``path`` is not a readable file ("" when it is one)."""
+    if path.is_file():
+        return ""
+    if path.is_symlink():
+        return f"dangling symlink to {os.readlink(path)}"
+    if path.is_dir():
+        return "a directory"
+    return "no such file"
+
+
 def read_list(list_path: str | os.PathLike, root: str | os.PathLike, num_classes: int | None = None,
-              check_files: bool = True) -> list[VideoEntry]:
+              check_files: bool = True, missing_policy: str = "skip") -> list[VideoEntry]:
     """Parse a list file; malformed lines and out-of-range labels raise naming file and line.
 
-    Missing videos are reported once, up front, with their count and the first few lines.
+    Missing videos (no file, a directory, a dangling symlink) are reported once, up front, with
+    their count and the first few lines; ``missing_policy="error"`` refuses the list instead,
+    otherwise the probe marks them bad (reason ``missing``) and they are replaced like others.
     """
     list_path, root = Path(list_path), Path(root)
     if not list_path.is_file():
         raise DatasetError(f"{list_path}: list file not found")
     entries: list[VideoEntry] = []
-    with open(list_path) as f:
-        for lineno, raw in enumerate(f, 1):
-            line = raw.strip()
-            if not line:
-                continue
-            parts = line.rsplit(None, 1)  # paths may contain spaces; the label is the last field
-            if len(parts) != 2:
-                raise DatasetError(f"{list_path}:{lineno}: expected 'relative/path label', got {line!r}")
-            path, label = parts
-            try:
-                label = int(label)
-            except ValueError:
-                raise DatasetError(f"{list_path}:{lineno}: label {label!r} is not an integer") from None
-            if label < 0 or (num_classes is not None and label >= num_classes):
-                bound = f"0..{num_classes - 1}" if num_classes is not None else ">= 0"
-                raise DatasetError(f"{list_path}:{lineno}: label {label} is out of range ({bound})")
-            entries.append(VideoEntry(path, label, lineno))
+    for lineno, raw in enumerate(_text_lines(list_path), 1):
+        line = raw.strip()
+        if not line:
+            continue
+        parts = line.rsplit(None, 1)  # paths may contain spaces; the label is the last field
+        if len(parts) != 2:
+            raise DatasetError(f"{list_path}:{lineno}: expected 'relative/path label', got {line!r}")
+        path, label = parts
+        try:
+            label = int(label)
+        except ValueError:
+            raise DatasetError(f"{list_path}:{lineno}: label {label!r} is not an integer") from None
+        if label < 0 or (num_classes is not None and label >= num_classes):
+            bound = f"0..{num_classes - 1}" if num_classes is not None else ">= 0"
+            raise DatasetError(f"{list_path}:{lineno}: label {label} is out of range ({bound})")
+        entries.append(VideoEntry(path, label, lineno))
     if not entries:
         raise DatasetError(f"{list_path}: no videos listed")
     if check_files:
-        missing = [e for e in entries if not (root / e.path).is_file()]
+        missing = [(e, why) for e in entries if (why := missing_reason(root / e.path))]
         if missing:
-            shown = "; ".join(f"line {e.line}: {e.path}" for e in missing[:5])
-            raise DatasetError(f"{list_path}: {len(missing)} of {len(entries)} listed videos are missing "
-                               f"under data root {root} ({shown}{'; ...' if len(missing) > 5 else ''}). "
-                               "Check data.root or remove them from the list.")
+            shown = "; ".join(f"line {e.line}: {e.path} ({why})" for e, why in missing[:5])
+            more = "; ..." if len(missing) > 5 else ""
+            text = (f"{list_path}: {len(missing)} of {len(entries)} listed videos are missing under data root "
+                    f"{root} ({shown}{more})")
+            if missing_policy == "error":
+                raise DatasetError(f"{text}. Check data.root or remove them from the list "
+                                   "(data.missing = 'skip' counts them as bad videos instead).")
+            log.warning("%s; they are skipped as bad videos (reason 'missing')", text)
     return entries
 
 
@@ -172,6 +209,9 @@ def _probe(path: Path) -> VideoInfo:
     except ImportError as e:
         raise ImportError("probing videos needs PyAV: pip install 'ila-fast[cpu-video]' (or av)") from e
 
+    why = missing_reason(path)
+    if why:
+        raise BadVideo("missing", why)
     if path.stat().st_size == 0:
         raise BadVideo("empty_file", "0 bytes")
     try:
@@ -292,6 +332,10 @@ class VideoIndex:
         fresh: dict[str, dict] = {}
         for i, entry in enumerate(entries):
             full = self.root / entry.path
+            why = missing_reason(full)
+            if why:  # not cached: it is looked for again next run
+                self.infos.append(VideoInfo(bad="missing", detail=why))
+                continue
             st = full.stat()
             stamp = (st.st_size, st.st_mtime_ns)
             hit = cached.get(entry.path)
@@ -343,12 +387,12 @@ class VideoDataset:
 
     @classmethod
     def load(cls, list_path, root, labels_csv=None, num_classes: int | None = None, index_dir=None,
-             workers: int = 4) -> "VideoDataset":
+             workers: int = 4, missing: str = "skip") -> "VideoDataset":
         names = read_labels(labels_csv) if labels_csv else None
         if names is not None and num_classes is not None and len(names) != num_classes:
             raise DatasetError(f"{labels_csv}: {len(names)} classes, but the model expects {num_classes}")
         k = num_classes if num_classes is not None else (len(names) if names else None)
-        entries = read_list(list_path, root, k)
+        entries = read_list(list_path, root, k, missing_policy=missing)
         index = VideoIndex(list_path, root, entries, index_dir=index_dir, workers=workers)
         ds = cls(Path(list_path), Path(root), entries, index.infos, names)
         ds.index = index

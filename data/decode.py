@@ -132,12 +132,37 @@ class TorchCodecDecoder:
         return frames
 
 
-def torchcodec_available() -> bool:
+def _torchcodec_error() -> str:
+    """'' when torchcodec imports, else its import error's first line."""
     try:
         from torchcodec.decoders import VideoDecoder  # noqa: F401, PLC0415
-    except Exception:  # noqa: BLE001 - a broken install raises OSError / RuntimeError too
-        return False
-    return True
+    except Exception as e:  # noqa: BLE001 - a broken install raises OSError / RuntimeError too
+        return f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
+    return ""
+
+
+def torchcodec_available() -> bool:
+    return not _torchcodec_error()
+
+
+def check_decoder(name: str) -> None:
+    """Refuse, at loader build time, a ``data.cpu_decoder`` that cannot decode here (with the fix)."""
+    from ila_fast.config import ConfigError  # noqa: PLC0415
+
+    if name == "torchcodec":
+        error = _torchcodec_error()
+        if error:
+            raise ConfigError(f"data.cpu_decoder = 'torchcodec', but torchcodec does not load ({error}). "
+                              "Install it (pip install torchcodec; the CPU build needs system FFmpeg "
+                              "libraries, e.g. apt install ffmpeg) or set data.cpu_decoder = 'pyav'")
+        return
+    if name == "auto" and torchcodec_available():
+        return
+    try:
+        import av  # noqa: F401, PLC0415
+    except ImportError as e:
+        raise ConfigError(f"data.cpu_decoder = {name!r} needs PyAV, which does not import ({e}): "
+                          "pip install 'ila-fast[cpu-video]' (or av)") from None
 
 
 def make_decoder(name: str = "auto", threads: int = 1):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .bad_videos import BadEvent, BadVideoLog
+from .bad_videos import BadEvent, BadVideoLog, bad_limit
 from .dataset import VideoDataset
 from .mixup import mix_batch, smooth_one_hot
 from .plan import ClipSpec, PlanSettings, SamplePlan, plan_for_dataset
@@ -110,7 +110,8 @@ def build_loader(data_cfg, split: str, frames: int, input_size: int, num_classes
         if not list_path:
             raise ValueError(f"data.{split}_list is not set")
         dataset = VideoDataset.load(list_path, data_cfg.root, data_cfg.labels, num_classes,
-                                    index_dir=data_cfg.index_dir, workers=max(1, data_cfg.num_workers))
+                                    index_dir=data_cfg.index_dir, workers=max(1, data_cfg.num_workers),
+                                    missing=data_cfg.missing)
     mode = mode or ("train" if split == "train" else "test")
     settings = PlanSettings.from_config(data_cfg, frames, input_size)
     backend = resolve_backend(backend or data_cfg.backend)
@@ -119,11 +120,19 @@ def build_loader(data_cfg, split: str, frames: int, input_size: int, num_classes
         from .dali_backend import DALI_CPU_CODECS, DALI_GPU_CODECS  # noqa: PLC0415
 
         codecs = DALI_GPU_CODECS if data_cfg.dali_device == "mixed" else DALI_CPU_CODECS
-    plan = plan_for_dataset(dataset, settings, mode, rank, world, supported_codecs=codecs)
+    if backend == "cpu":
+        from .decode import check_decoder  # noqa: PLC0415
+
+        check_decoder(data_cfg.cpu_decoder)  # refuse a decoder that cannot work now, not per video
+    max_bad = bad_limit(data_cfg.max_bad_fraction, len(dataset))
+    plan = plan_for_dataset(dataset, settings, mode, rank, world, supported_codecs=codecs, max_bad=max_bad)
     report_dir = Path(data_cfg.report_dir) if data_cfg.report_dir else dataset.list_path.parent
     report = report_dir / f"{dataset.list_path.stem}.bad_videos.rank{rank}.json"
     bad_log = BadVideoLog(dataset.paths, data_cfg.max_bad_fraction, report, name=str(dataset.list_path))
     bad_log.record_known(plan.bad)
+    if plan.bad:  # the up-front report: what the probe already knows (missing files included)
+        log.warning("%s", bad_log.summary())
+        bad_log.write_report(epoch=None)
     paths = [dataset.full_path(i) for i in range(len(dataset))]
     if backend == "dali":
         from .dali_backend import DaliBackend  # noqa: PLC0415

@@ -202,7 +202,8 @@ class SamplePlan:
 
     def __init__(self, settings: PlanSettings, num_frames: list[int], sizes: list[tuple[int, int]],
                  labels: list[int], quarter_turns: list[int] | None = None, mode: str = "train",
-                 rank: int = 0, world: int = 1, bad: dict[int, tuple[str, str]] | None = None):
+                 rank: int = 0, world: int = 1, bad: dict[int, tuple[str, str]] | None = None,
+                 max_bad: int | None = None):
         if mode not in MODES:
             raise ValueError(f"mode {mode!r} is not one of {MODES}")
         if not 0 <= rank < world:
@@ -211,6 +212,7 @@ class SamplePlan:
         self.num_frames, self.sizes, self.labels = list(num_frames), list(sizes), list(labels)
         self.quarter_turns = list(quarter_turns) if quarter_turns is not None else [0] * len(labels)
         self.bad = dict(bad or {})
+        self.max_bad = max_bad  # the dataset's bad-video limit: a replacement chain stops beyond it
         if settings.short_videos == "skip":
             for v, n in enumerate(self.num_frames):
                 if 0 < n < settings.frames and v not in self.bad:
@@ -272,17 +274,45 @@ class SamplePlan:
         gpos = (local * self.world + self.rank) * self.views + view
         video = int(shard[local])
         skipped = []
-        chain = None
-        for attempt in range(self.s.replace_attempts + 1):
-            reason = self.bad.get(video) or skip.get(video)
+        bad_seen = 0
+        for attempt, candidate in enumerate(self._chain(epoch, gpos, shard, video)):
+            reason = self.bad.get(candidate) or skip.get(candidate)
             if reason is None:
-                return self._make(epoch, position, gpos, video, view, attempt, tuple(skipped))
-            skipped.append((video, reason[0], reason[1]))
-            if chain is None:
-                chain = self._rng(_TAG_REPLACE, epoch, gpos)
-            video = int(shard[int(chain.integers(len(shard)))])
-        raise NoUsableReplacement(f"no usable video for position {position} after {self.s.replace_attempts} "
-                                  f"replacement attempts; skipped {skipped}")
+                return self._make(epoch, position, gpos, candidate, view, attempt, tuple(skipped))
+            bad_seen += 1
+            # Known-bad candidates are passed over without a decode; the position's own video and
+            # those found bad while loading (not yet counted by the main process) travel back.
+            if attempt == 0 or candidate not in self.bad:
+                skipped.append((candidate, reason[0], reason[1]))
+            if self.max_bad is not None and len(self.bad.keys() | skip.keys()) > self.max_bad:
+                raise NoUsableReplacement(
+                    f"position {position}: more than {self.max_bad} videos of this shard are bad "
+                    f"(the max_bad_fraction limit); last skipped: {skipped[-5:]}")
+        raise NoUsableReplacement(f"no usable video for position {position}: all {bad_seen} videos of this "
+                                  f"shard are bad; skipped {skipped[:5]}")
+
+    def _chain(self, epoch: int, gpos: int, shard: np.ndarray, video: int):
+        """``video``, then replacement candidates: distinct videos of the shard in a fixed order.
+
+        The order depends only on (seed, epoch, position), not on which videos are known bad,
+        so the first usable candidate is the same whether a bad one was known or just found.
+        ``replace_attempts`` random draws come first, then the rest of the shard from a random start.
+        """
+        yield video
+        seen = {video}
+        n = len(shard)
+        rng = self._rng(_TAG_REPLACE, epoch, gpos)
+        for _ in range(self.s.replace_attempts):
+            candidate = int(shard[int(rng.integers(n))])
+            if candidate not in seen:
+                seen.add(candidate)
+                yield candidate
+        start = int(rng.integers(n))
+        for k in range(n):
+            candidate = int(shard[(start + k) % n])
+            if candidate not in seen:
+                seen.add(candidate)
+                yield candidate
 
     def _make(self, epoch, position, gpos, video, view, attempt, skipped) -> ClipSpec:
         s = self.s
@@ -360,16 +390,16 @@ class SamplePlan:
 
 
 def plan_for_dataset(dataset, settings: PlanSettings, mode: str, rank: int = 0, world: int = 1,
-                     unsupported_codecs=None, supported_codecs=None) -> SamplePlan:
+                     unsupported_codecs=None, supported_codecs=None, max_bad: int | None = None) -> SamplePlan:
     """A plan over a ``VideoDataset``; the probe's verdicts and the backend's codecs mark bad videos."""
     bad = {}
     for i, info in enumerate(dataset.infos):
         if info.bad:
             bad[i] = (info.bad, info.detail)
         elif supported_codecs is not None and info.codec not in supported_codecs:
-            bad[i] = ("unsupported_codec", f"codec {info.codec!r} is not decoded by this backend "
-                                           f"(supported: {', '.join(sorted(supported_codecs))})")
+            bad[i] = ("unsupported_by_backend", f"codec {info.codec!r} is not decoded by this backend "
+                                                f"(it takes {', '.join(sorted(supported_codecs))})")
     return SamplePlan(settings, [info.num_frames for info in dataset.infos],
                       [(info.width, info.height) for info in dataset.infos], dataset.labels,
                       [info.quarter_turns for info in dataset.infos], mode=mode, rank=rank, world=world,
-                      bad=bad)
+                      bad=bad, max_bad=max_bad)

@@ -59,6 +59,7 @@ class ModelConfig:
     context_length: int = 77
     vocab_size: int = 49408
     # ILA branch and heads
+    ila: bool = True                 # false: the frame-only baseline (plain CLIP blocks, frame features averaged)
     correlation_channels: int = 256
     mit_layers: int = 1
     prompt_layers: int = 2
@@ -174,6 +175,7 @@ class DataConfig:
     # bad videos
     max_bad_fraction: float = 0.01     # stop the run when more of the dataset than this is unreadable
     replace_attempts: int = 16
+    missing: str = "skip"              # listed files that are absent: "skip" (bad videos, replaced) or "error"
     report_dir: str | None = None      # JSON bad-video reports (default: beside the list file)
     index_dir: str | None = None       # probe-index cache (default: beside the list file)
 
@@ -207,16 +209,102 @@ class DataConfig:
         check(0.0 <= self.label_smoothing < 1.0, f"data.label_smoothing = {self.label_smoothing} must be in [0, 1)")
         check(0.0 <= self.max_bad_fraction <= 1.0,
               f"data.max_bad_fraction = {self.max_bad_fraction} must be in [0, 1]")
+        check(self.missing in ("skip", "error"), f"data.missing: {self.missing!r} is not 'skip' or 'error'")
         check(self.replace_attempts >= 1, f"data.replace_attempts = {self.replace_attempts} must be >= 1")
         self.crop_scales = [float(s) for s in self.crop_scales]
 
 
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")   # auto: bf16 on a GPU, fp32 on a CPU
+ACTIVATION_CHECKPOINTING = ("off", "block")
+
+
+@dataclass
+class TrainConfig:
+    """The training recipe (spec section 4) and how the trainer runs, saves and reports.
+
+    Per-GPU clips come from ``data.batch_size``; accumulation = total_batch / (batch_size x world),
+    reconciled in one place (``accumulation_steps``).
+    """
+    epochs: int = 50
+    warmup_epochs: float = 5.0
+    # AdamW groups (spec section 4): name contains message_ / temporal_ (not message_) / mit. or classifier.
+    lr_message: float = 5e-4
+    wd_message: float = 1e-2
+    lr_temporal: float = 8e-5
+    wd_temporal: float = 1e-3
+    lr_mit: float = 4e-4
+    wd_mit: float = 3e-3
+    lr_other: float = 8e-6           # any other trainable parameter (the recipe's base lr)
+    wd_other: float = 1e-3
+    min_lr: float = 8e-8             # cosine floor (absolute, every group)
+    warmup_lr: float = 0.0           # lr at step 0 of the linear warm-up (every group)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    eps: float = 1e-8
+    total_batch: int = 256           # clips per optimizer step, all ranks and micro-steps together
+    grad_clip: float = 1.0           # max global grad norm; 0 disables clipping
+    precision: str = "auto"          # auto | bf16 | fp16 | fp32
+    compile: bool | None = None      # None: on for a GPU, off on a CPU
+    activation_checkpointing: str = "off"   # off | block
+    freeze_bn_stats: bool = False    # BatchNorm normalises with running statistics while training
+    aux_loss_weight: float = 1.0
+    # checkpoints: whichever interval comes first
+    checkpoint_every_steps: int = 1000
+    checkpoint_every_minutes: float = 30.0
+    keep_last: int = 3
+    # evaluation and reporting
+    eval_every_epochs: int = 1       # single-view evaluation on data.val_list; 0 disables
+    log_every_steps: int = 10
+    seed: int = 0
+    max_steps: int = 0               # stop after this many optimizer steps (0: run all epochs)
+    max_bad_steps: int = 5           # stop after this many non-finite steps in a row
+    dist_timeout_s: float = 600.0    # process-group / rendezvous timeout
+
+    def __post_init__(self):
+        def check(ok, message):
+            if not ok:
+                raise ConfigError(message)
+        check(self.epochs >= 1, f"train.epochs = {self.epochs} must be >= 1")
+        check(0 <= self.warmup_epochs <= self.epochs,
+              f"train.warmup_epochs = {self.warmup_epochs} must be in [0, epochs = {self.epochs}]")
+        for key in ("lr_message", "lr_temporal", "lr_mit", "lr_other", "wd_message", "wd_temporal", "wd_mit",
+                    "wd_other", "min_lr", "warmup_lr", "aux_loss_weight", "grad_clip"):
+            check(getattr(self, key) >= 0, f"train.{key} = {getattr(self, key)} must be >= 0")
+        check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+              f"train.betas = {self.betas}: need two values in [0, 1)")
+        check(self.eps > 0, f"train.eps = {self.eps} must be > 0")
+        check(self.total_batch >= 1, f"train.total_batch = {self.total_batch} must be >= 1")
+        check(self.precision in PRECISIONS, f"train.precision: {self.precision!r} is not one of {list(PRECISIONS)}")
+        check(self.activation_checkpointing in ACTIVATION_CHECKPOINTING,
+              f"train.activation_checkpointing: {self.activation_checkpointing!r} is not one of "
+              f"{list(ACTIVATION_CHECKPOINTING)}")
+        check(self.checkpoint_every_steps >= 0, "train.checkpoint_every_steps must be >= 0 (0: no step interval)")
+        check(self.checkpoint_every_minutes >= 0, "train.checkpoint_every_minutes must be >= 0 (0: no time interval)")
+        check(self.keep_last >= 1, f"train.keep_last = {self.keep_last} must be >= 1")
+        check(self.eval_every_epochs >= 0, f"train.eval_every_epochs = {self.eval_every_epochs} must be >= 0")
+        check(self.log_every_steps >= 1, f"train.log_every_steps = {self.log_every_steps} must be >= 1")
+        check(self.max_steps >= 0, f"train.max_steps = {self.max_steps} must be >= 0")
+        check(self.max_bad_steps >= 1, f"train.max_bad_steps = {self.max_bad_steps} must be >= 1")
+        check(self.dist_timeout_s > 0, f"train.dist_timeout_s = {self.dist_timeout_s} must be > 0")
+        self.betas = [float(b) for b in self.betas]
+
+
 @dataclass
 class Config:
-    """A whole run. Later sections (data, train, slurm) join here."""
+    """A whole run. Later sections (slurm) join here."""
     name: str = "ila"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def accumulation_steps(cfg: Config, world: int) -> int:
+    """Micro-steps per optimizer step: total_batch / (data.batch_size x world), refused unless exact."""
+    per_step = cfg.data.batch_size * world
+    if cfg.train.total_batch % per_step:
+        raise ConfigError(f"train.total_batch = {cfg.train.total_batch} is not a multiple of data.batch_size x "
+                          f"world size = {cfg.data.batch_size} x {world} = {per_step}; change one of them "
+                          f"(e.g. --set train.total_batch={per_step * max(1, round(cfg.train.total_batch / per_step))})")
+    return cfg.train.total_batch // per_step
 
 
 # ---------------------------------------------------------------- strict loading

@@ -17,6 +17,7 @@ pytest.importorskip("nvidia.dali", reason="DALI is in the dev extra")
 
 # case -> what the probe says (None: a usable video)
 PROBE = {
+    "missing_file": "missing", "missing_dir": "missing", "missing_link": "missing",
     "empty": "empty_file", "truncated_webm": "truncated", "truncated_mp4": "truncated",
     "not_a_video": "not_a_video", "no_video_stream": "no_video_stream", "unsupported_codec": "unsupported_codec",
     "too_few_frames": None, "odd_size": None, "vfr": None, "rotated": None, "painted_h264": None,
@@ -24,7 +25,7 @@ PROBE = {
 # case -> outcome per backend ("decoded" or the reason it is skipped with)
 OUTCOME = {
     "cpu": {**{k: v or "decoded" for k, v in PROBE.items()}, "stale": "decode_error"},
-    "dali": {**{k: v or "decoded" for k, v in PROBE.items()}, "painted_h264": "unsupported_codec",
+    "dali": {**{k: v or "decoded" for k, v in PROBE.items()}, "painted_h264": "unsupported_by_backend",
              "stale": "decode_error"},
 }
 GOOD = ["painted_vp9", "motion_vp9_0", "motion_vp9_1", "motion_vp9_2"]
@@ -113,13 +114,35 @@ def test_above_the_bad_fraction_the_run_stops_with_the_list(backend, tmp_path):
                      max_bad_fraction=0.05, report_dir=str(tmp_path))
     with pytest.raises(TooManyBadVideos) as e:  # the probe's verdicts stop it before the first step
         build_loader(cfg, "train", frames=T, input_size=S, num_classes=2, backend=backend)
-    assert "2 of 18 videos are unreadable" in str(e.value) and "empty.webm: empty_file" in str(e.value)
+    assert "2 of 18 videos cannot be used (2 unreadable)" in str(e.value) and "allows (1 video)" in str(e.value) and "empty.webm: empty_file" in str(e.value)
     report = json.loads(next(tmp_path.glob("*.bad_videos.rank0.json")).read_text())
     assert report["bad_videos"] == 2 and {b["reason"] for b in report["bad"]} == {"empty_file", "not_a_video"}
     # at the limit (2 of 18 <= 0.12) the same data trains through
     cfg.max_bad_fraction = 0.12
     loader = build_loader(cfg, "train", frames=T, input_size=S, num_classes=2, backend=backend)
     assert sum(1 for _ in loader) == len(loader)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "dali"])
+def test_many_bad_videos_under_the_limit_train_a_whole_epoch(backend, tmp_path):
+    v = fixture_videos()
+    bad = ["missing_file", "missing_dir", "missing_link", "empty", "not_a_video", "truncated_webm"]
+    names = GOOD + bad  # 6 of 10 bad
+    lst = write_list(v["root"], names, v)
+    cfg = DataConfig(root=str(v["root"]), train_list=str(lst), batch_size=2, num_workers=0, dali_device="cpu",
+                     max_bad_fraction=0.6, report_dir=str(tmp_path), cpu_decoder="pyav", replace_attempts=1)
+    for epoch in range(3):  # different permutations, every replacement chain from a usable video
+        loader = build_loader(cfg, "train", frames=T, input_size=S, num_classes=2, backend=backend)
+        loader.set_epoch(epoch)
+        seen = [int(i) for b in loader for i in b.video_index]
+        assert len(seen) == 10 and all(names[i] in GOOD for i in seen)
+    report = json.loads(loader.bad_log.report_path.read_text())
+    assert report["by_reason"]["missing"] == 3 and report["bad_videos"] == 6
+    cfg.max_bad_fraction = 0.5  # 6 > 5: the stop names the files and the limit in videos
+    with pytest.raises(TooManyBadVideos) as e:
+        build_loader(cfg, "train", frames=T, input_size=S, num_classes=2, backend=backend)
+    assert "6 of 10 videos cannot be used" in str(e.value) and "allows (5 videos)" in str(e.value)
+    assert "a_directory.webm: missing a directory" in str(e.value)
 
 
 def test_short_videos_can_be_skipped(tmp_path):

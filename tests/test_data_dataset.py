@@ -25,17 +25,62 @@ def test_list_errors_name_file_and_line(tmp_path):
         read_list(bad, tmp_path)
 
 
-def test_missing_files_reported_once_with_count(tmp_path):
+def test_missing_files_reported_once_with_count(tmp_path, caplog):
     (tmp_path / "a.mp4").write_bytes(b"x")
+    (tmp_path / "folder.mp4").mkdir()
+    (tmp_path / "dangling.mp4").symlink_to(tmp_path / "nowhere.mp4")
     lst = tmp_path / "list.txt"
-    lst.write_text("a.mp4 0\n" + "".join(f"gone/{i}.mp4 1\n" for i in range(7)) + "with space.mp4 1\n")
-    with pytest.raises(DatasetError) as e:
-        read_list(lst, tmp_path)
+    lst.write_text("a.mp4 0\n" + "".join(f"gone/{i}.mp4 1\n" for i in range(5)) + "with space.mp4 1\n"
+                   "folder.mp4 0\ndangling.mp4 1\n")
+    with pytest.raises(DatasetError) as e:  # data.missing = "error": the strict behaviour
+        read_list(lst, tmp_path, missing_policy="error")
     msg = str(e.value)
-    assert "8 of 9 listed videos are missing" in msg and "line 2: gone/0.mp4" in msg and msg.count("\n") == 0
+    assert "8 of 9 listed videos are missing" in msg and "line 2: gone/0.mp4 (no such file)" in msg
+    assert msg.count("\n") == 0 and "data.missing" in msg
+    # the default ("skip"): one warning up front, every entry kept for the probe to mark bad
+    assert len(read_list(lst, tmp_path)) == 9
+    assert sum("8 of 9 listed videos are missing" in r.message for r in caplog.records) == 1
+    lst.write_text("folder.mp4 0\ndangling.mp4 1\n")
+    with pytest.raises(DatasetError, match=r"line 1: folder.mp4 \(a directory\); line 2: dangling.mp4 "
+                                           r"\(dangling symlink to .*nowhere.mp4\)"):
+        read_list(lst, tmp_path, missing_policy="error")
     (tmp_path / "with space.mp4").write_bytes(b"x")
     lst.write_text("a.mp4 0\nwith space.mp4 1\n")
     assert [e.path for e in read_list(lst, tmp_path)] == ["a.mp4", "with space.mp4"]
+
+
+def test_lists_with_a_bom_and_bytes_that_are_not_utf8(tmp_path):
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    (tmp_path / "caf\u00e9.mp4").write_bytes(b"x")
+    lst = tmp_path / "list.txt"
+    lst.write_bytes(b"\xef\xbb\xbfa.mp4 0\r\ncaf\xc3\xa9.mp4 1\r\n")  # BOM, CRLF, UTF-8 name
+    assert [(e.path, e.label) for e in read_list(lst, tmp_path, missing_policy="error")] == \
+        [("a.mp4", 0), ("caf\u00e9.mp4", 1)]
+    lst.write_bytes(b"a.mp4 0\ncaf\xe9.mp4 1\n")  # Latin-1 bytes
+    with pytest.raises(DatasetError, match=r"list.txt:2: byte 0xe9 at column 4 is not UTF-8"):
+        read_list(lst, tmp_path)
+    csv = tmp_path / "labels.csv"
+    csv.write_bytes(b"\xef\xbb\xbf0,abseiling\n1,air drumming\n")  # BOM and no header: row 1 is data
+    assert read_labels(csv) == ["abseiling", "air drumming"]
+    csv.write_bytes(b"\xef\xbb\xbfid,name\n0,abseiling\n1,air drumming\n")
+    assert read_labels(csv) == ["abseiling", "air drumming"]
+    csv.write_bytes(b"0,a\n1,\xff\n")
+    with pytest.raises(DatasetError, match=r"labels.csv:2: byte 0xff"):
+        read_labels(csv)
+
+
+def test_missing_videos_are_bad_videos_in_the_index(tmp_path):
+    v = fixture_videos()
+    (tmp_path / "good.webm").write_bytes(v["painted_vp9"].read_bytes())
+    (tmp_path / "dir.webm").mkdir()
+    (tmp_path / "link.webm").symlink_to(tmp_path / "gone.webm")
+    lst = tmp_path / "train.txt"
+    lst.write_text("good.webm 0\ngone.webm 1\ndir.webm 0\nlink.webm 1\n")
+    ds = VideoDataset.load(lst, tmp_path)
+    assert [i.bad for i in ds.infos] == [None, "missing", "missing", "missing"]
+    assert [i.detail for i in ds.infos[1:]] == ["no such file", "a directory", f"dangling symlink to {tmp_path}/gone.webm"]
+    with pytest.raises(DatasetError, match="3 of 4 listed videos are missing"):
+        VideoDataset.load(lst, tmp_path, missing="error")
 
 
 def test_labels_csv(tmp_path):

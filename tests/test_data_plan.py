@@ -14,13 +14,13 @@ from ila_fast.data.plan import (
 )
 
 
-def make_plan(n=23, mode="train", rank=0, world=1, bad=None, frames=8, **kw):
+def make_plan(n=23, mode="train", rank=0, world=1, bad=None, frames=8, max_bad=None, **kw):
     settings = PlanSettings(frames=frames, input_size=224, batch_size=4, **kw)
     rng = np.random.default_rng(1)
     num_frames = [int(x) for x in rng.integers(20, 300, n)]
     sizes = [(340, 256)] * n
     return SamplePlan(settings, num_frames, sizes, [i % 5 for i in range(n)], mode=mode, rank=rank, world=world,
-                      bad=bad)
+                      bad=bad, max_bad=max_bad)
 
 
 def test_segments_hand_computed():
@@ -145,6 +145,35 @@ def test_replacement_is_deterministic_and_from_the_same_shard():
     victim = plan.clip(0, pos).video
     spec = plan.clip(0, pos, {victim: ("decode_error", "boom")})
     assert spec.video != victim and spec.skipped[0] == (victim, "decode_error", "boom")
+
+
+def test_replacement_never_draws_a_known_bad_video_or_one_twice():
+    from ila_fast.data.bad_videos import bad_limit
+    from ila_fast.data.plan import NoUsableReplacement
+
+    n = 40
+    bad = {v: ("missing", "no such file") for v in range(n) if v % 10 != 3}  # 36 of 40 bad: 4 usable
+    plan = make_plan(n=n, bad=bad, replace_attempts=4)
+    for pos in range(len(plan)):
+        spec = plan.clip(0, pos)
+        assert spec.video not in bad
+        chain = list(plan._chain(0, spec.global_position, plan.shard(0), int(plan.shard(0)[pos])))
+        assert len(chain) == len(set(chain)) == n  # every video of the shard once, never the same twice
+        # only the position's own video is reported; known-bad candidates are passed over silently
+        assert [v for v, _, _ in spec.skipped] == ([int(plan.shard(0)[pos])] if int(plan.shard(0)[pos]) in bad
+                                                   else [])
+        # the result does not depend on what was known: finding the bad ones while loading gives the same video
+        found = {v: bad[v] for v in chain[:chain.index(spec.video)]}
+        assert make_plan(n=n, replace_attempts=4).clip(0, pos, found).video == spec.video
+    # the stop comes only above the limit, and names it
+    assert bad_limit(0.01, 40) == 1 and bad_limit(0.0, 40) == 0 and bad_limit(0.12, 18) == 2
+    assert make_plan(n=n, bad=bad, max_bad=36).clip(0, 0).video not in bad
+    with pytest.raises(NoUsableReplacement, match="more than 35 videos"):
+        for pos in range(len(plan)):
+            make_plan(n=n, bad=bad, max_bad=35).clip(0, pos)
+    all_bad = {v: ("truncated", "") for v in range(n)}
+    with pytest.raises(NoUsableReplacement, match="all 40 videos of this shard are bad"):
+        make_plan(n=n, bad=all_bad).clip(0, 0)
 
 
 def test_augment_params_and_mix():

@@ -111,6 +111,12 @@ def fixture_videos() -> dict[str, Path]:
         t += 20 if i % 3 else 70
     v["vfr"] = write_video(root / "vfr.webm", paint, codec="vp9", pts=pts)
     v["rotated"] = write_video(root / "rotated.webm", paint, codec="vp9", rotation=90)
+    # listed but not files: each is a bad video with reason "missing"
+    v["missing_file"] = root / "gone.webm"
+    (root / "a_directory.webm").mkdir()
+    v["missing_dir"] = root / "a_directory.webm"
+    (root / "dangling.webm").symlink_to(root / "deleted.webm")
+    v["missing_link"] = root / "dangling.webm"
     v["root"] = root
     return v
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from ila_fast.config import ModelConfig
 
-from .clip import TextTransformer, init_clip_block
+from .clip import ResidualAttentionBlock, TextTransformer, init_clip_block
 from .heads import IntegrationTransformer, PromptGenerator
 from .ila import ILABlock, alignment_delta
 
@@ -27,6 +27,16 @@ TRAINABLE_MARKERS = ("message_", "temporal_", "mit.", "classifier.")
 class ILAOutput(NamedTuple):
     logits: torch.Tensor    # (B, num_classes)
     aux_loss: torch.Tensor  # () sum over blocks of the alignment loss
+
+
+class FrameBlock(ResidualAttentionBlock):
+    """A plain CLIP block for the frame-only baseline (``model.ila = false``): x (B*T, L, D) -> (x, 0)."""
+
+    def __init__(self, cfg: ModelConfig, drop_path: float = 0.0):
+        super().__init__(cfg.width, cfg.heads, drop_path)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return super().forward(x), x.new_zeros(())
 
 
 class VisionTower(nn.Module):
@@ -43,7 +53,8 @@ class VisionTower(nn.Module):
         self.transformer = nn.Module()
         # Drop-path rate rising linearly with depth (Python floats: the model may be built on "meta").
         rates = [cfg.drop_path * i / max(1, cfg.layers - 1) for i in range(cfg.layers)]
-        self.transformer.resblocks = nn.ModuleList(ILABlock(cfg, rate) for rate in rates)
+        block = ILABlock if cfg.ila else FrameBlock
+        self.transformer.resblocks = nn.ModuleList(block(cfg, rate) for rate in rates)
         self.ln_post = nn.LayerNorm(d)
         self.proj = nn.Parameter(scale * torch.randn(d, cfg.embed_dim))
         for block in self.transformer.resblocks:
@@ -68,7 +79,8 @@ class ILAModel(nn.Module):
         self.cfg = cfg
         e = cfg.embed_dim
         self.visual = VisionTower(cfg)
-        self.mit = IntegrationTransformer(cfg.frames, e, cfg.mit_layers)
+        if cfg.ila:
+            self.mit = IntegrationTransformer(cfg.frames, e, cfg.mit_layers)
         self.text_head = cfg.dataset == "k400"
         if self.text_head:
             self._build_text_tower(cfg)
@@ -140,7 +152,8 @@ class ILAModel(nn.Module):
 
     def forward(self, video: torch.Tensor) -> ILAOutput:
         frames, patches, aux = self.encode_frames(video)
-        video_feature = self.mit(frames)
+        # The frame-only baseline averages frame features: it cannot see their order.
+        video_feature = self.mit(frames) if self.cfg.ila else frames.mean(dim=1)
         if not self.text_head:
             return ILAOutput(self.classifier(F.normalize(video_feature, dim=-1)), aux)
         visual = self.prompt_visual_ln(patches) @ self.prompt_visual_proj  # (B, T, L-1, E)
@@ -157,6 +170,8 @@ class ILAModel(nn.Module):
 
     def set_epoch(self, epoch: int) -> None:
         """Apply the alignment-jitter schedule for a 0-based epoch (delta is saved with the model)."""
+        if not self.cfg.ila:
+            return
         value = alignment_delta(epoch, self.cfg.alignment_delta, self.cfg.alignment_delta_halve_from)
         for block in self.visual.transformer.resblocks:
             block.message_ila.delta.fill_(value)
