@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import tomllib
 import types
 import typing
@@ -214,6 +215,7 @@ class DataConfig:
         self.crop_scales = [float(s) for s in self.crop_scales]
 
 
+PARALLELISMS = ("fsdp", "hsdp")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")   # auto: bf16 on a GPU, fp32 on a CPU
 ACTIVATION_CHECKPOINTING = ("off", "block")
 
@@ -258,6 +260,7 @@ class TrainConfig:
     max_steps: int = 0               # stop after this many optimizer steps (0: run all epochs)
     max_bad_steps: int = 5           # stop after this many non-finite steps in a row
     dist_timeout_s: float = 600.0    # process-group / rendezvous timeout
+    parallelism: str = "fsdp"        # fsdp: shard over all ranks | hsdp: shard inside a node, replicate across
 
     def __post_init__(self):
         def check(ok, message):
@@ -285,16 +288,91 @@ class TrainConfig:
         check(self.max_steps >= 0, f"train.max_steps = {self.max_steps} must be >= 0")
         check(self.max_bad_steps >= 1, f"train.max_bad_steps = {self.max_bad_steps} must be >= 1")
         check(self.dist_timeout_s > 0, f"train.dist_timeout_s = {self.dist_timeout_s} must be > 0")
+        check(self.parallelism in PARALLELISMS,
+              f"train.parallelism: {self.parallelism!r} is not one of {list(PARALLELISMS)}")
         self.betas = [float(b) for b in self.betas]
+
+
+def slurm_time_minutes(text: str | int) -> int:
+    """Slurm's time formats -> minutes: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS (seconds round up)."""
+    if isinstance(text, int):
+        minutes = text
+    else:
+        m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", str(text).strip())
+        if not m:
+            raise ConfigError(f"time {text!r}: use minutes, HH:MM:SS or D-HH:MM:SS (e.g. 90, 04:00:00, 2-00:00:00)")
+        days, a, b, c = (int(g) if g is not None else None for g in m.groups())
+        if days is not None:   # D-HH[:MM[:SS]]
+            seconds = days * 86400 + a * 3600 + (b or 0) * 60 + (c or 0)
+        elif c is not None:    # HH:MM:SS
+            seconds = a * 3600 + b * 60 + c
+        elif b is not None:    # MM:SS
+            seconds = a * 60 + b
+        else:                  # minutes
+            seconds = a * 60
+        minutes = -(-seconds // 60)
+    if minutes < 1:
+        raise ConfigError(f"time {text!r}: the limit must be at least one minute")
+    return minutes
+
+
+@dataclass
+class SlurmConfig:
+    """Cluster defaults for ``ila-fast submit``; its command-line options override them."""
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    nodes: int = 1
+    gpus_per_node: int = 8           # 0: a CPU-only job (tests, gloo)
+    tasks_per_node: int | None = None   # default: one task per GPU (1 without GPUs)
+    cpus_per_task: int = 8
+    mem: str | None = None           # per node, sbatch syntax ("400G"); unset: the partition's default
+    time: str = "1-00:00:00"         # minutes, HH:MM:SS or D-HH:MM:SS
+    sbatch: list[str] = field(default_factory=list)   # extra sbatch options "KEY=VALUE" ("exclusive=" for a flag)
+    setup: list[str] = field(default_factory=list)    # shell lines before srun (module load ..., source venv)
+    env: list[str] = field(default_factory=list)      # "NAME=VALUE" for every task, e.g. NCCL_SOCKET_IFNAME=ib0
+    signal_delay_s: int = 120        # USR2 this long before the time limit: time to save a checkpoint
+    max_timeouts: int = 20           # requeues after reaching the time limit (preemptions are not counted)
+    max_retries: int = 2             # requeues after a training error
+    rendezvous_timeout_s: float = 300.0   # every rank must join within this, or all fail naming the missing
+    job_name: str | None = None      # default: the config's name
+
+    def __post_init__(self):
+        def check(ok, message):
+            if not ok:
+                raise ConfigError(message)
+        check(self.nodes >= 1, f"slurm.nodes = {self.nodes} must be >= 1")
+        check(self.gpus_per_node >= 0, f"slurm.gpus_per_node = {self.gpus_per_node} must be >= 0")
+        check(self.tasks_per_node is None or self.tasks_per_node >= 1,
+              f"slurm.tasks_per_node = {self.tasks_per_node} must be >= 1")
+        check(self.cpus_per_task >= 1, f"slurm.cpus_per_task = {self.cpus_per_task} must be >= 1")
+        try:
+            slurm_time_minutes(self.time)
+        except ConfigError as e:
+            raise ConfigError(f"slurm.{e}") from None
+        for key in ("sbatch", "env"):
+            for item in getattr(self, key):
+                check(isinstance(item, str) and "=" in item and item.split("=", 1)[0].strip(),
+                      f"slurm.{key}: {item!r} is not KEY=VALUE")
+        check(self.signal_delay_s >= 0, f"slurm.signal_delay_s = {self.signal_delay_s} must be >= 0")
+        check(self.max_timeouts >= 0 and self.max_retries >= 0, "slurm.max_timeouts / max_retries must be >= 0")
+        check(self.rendezvous_timeout_s > 0, f"slurm.rendezvous_timeout_s = {self.rendezvous_timeout_s} must be > 0")
+
+    @property
+    def tasks(self) -> int:
+        """Tasks per node: one per GPU unless set."""
+        return self.tasks_per_node or max(1, self.gpus_per_node)
 
 
 @dataclass
 class Config:
-    """A whole run. Later sections (slurm) join here."""
+    """A whole run."""
     name: str = "ila"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
 
 def accumulation_steps(cfg: Config, world: int) -> int:
