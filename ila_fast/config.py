@@ -37,7 +37,7 @@ ARCHS: dict[str, dict] = {
 TOWER_FIELDS = ("patch_size", "width", "layers", "heads", "embed_dim", "text_width", "text_heads", "text_layers")
 DATASETS = {"k400": 400, "ssv2": 174}
 INTERACTIVE = {"k400": "depthwise", "ssv2": "dense"}  # the interactive block each branch uses
-KERNELS = ("reference", "triton")
+KERNELS = ("auto", "reference", "triton")  # auto: triton on a GPU, reference on a CPU
 
 
 @dataclass
@@ -69,7 +69,7 @@ class ModelConfig:
     ssv2_dropout: float = 0.5
     alignment_delta: float = 0.2           # initial jitter of the 9 training masks
     alignment_delta_halve_from: int = 30   # epoch from which delta halves every epoch
-    kernels: str = "reference"
+    kernels: str = "auto"           # auto: fused Triton ops on a GPU, PyTorch reference ops on a CPU
     official_eval_bn: bool = False  # reproduce the official code's batch-stat BN in evaluation
     clip_weights: str | None = None  # local OpenAI / open_clip checkpoint
     class_names: str | None = None   # label CSV (id,name) for the Kinetics text head
@@ -449,13 +449,85 @@ def load_config(path: str | Path, overrides: dict | None = None) -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     for dotted, value in (overrides or {}).items():
+        _check_dotted_key(dotted)
         node = values
         *parents, leaf = dotted.split(".")
         for p in parents:
             node = node.setdefault(p, {})
         node[leaf] = value
-    return build_dataclass(Config, values, str(path))
+    where = f"{path} (with --set {', '.join(overrides)})" if overrides else str(path)
+    return build_dataclass(Config, values, where)
+
+
+def _check_dotted_key(dotted: str) -> None:
+    """Refuse a misspelled ``--set`` key with the nearest valid one, before it reaches the file's values."""
+    cls, parts = Config, dotted.split(".")
+    for i, part in enumerate(parts):
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if part not in fields:
+            known = ".".join(parts[:i])
+            raise ConfigError(f"--set {dotted}: unknown key '{part}'{' in [' + known + ']' if known else ''}"
+                              f"{_suggest(part, fields)}; valid keys: {', '.join(fields)}")
+        annotation = typing.get_type_hints(cls)[part]
+        if i < len(parts) - 1:
+            if not dataclasses.is_dataclass(annotation):
+                raise ConfigError(f"--set {dotted}: '{'.'.join(parts[:i + 1])}' is a value, not a section")
+            cls = annotation
+        elif dataclasses.is_dataclass(annotation):
+            raise ConfigError(f"--set {dotted}: '{dotted}' is a section; set one of its keys")
+
+
+def parse_overrides(items: list[str] | None) -> dict:
+    """``["train.lr_mit=1e-4", "data.root=/x"]`` -> {dotted key: value}; values are TOML (bare words: strings)."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. --set train.epochs=10")
+        key, raw = (part.strip() for part in item.split("=", 1))
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw  # a bare word or path: a string
+        _check_dotted_key(key)
+        out[key] = value
+    return out
 
 
 def to_dict(config) -> dict:
     return dataclasses.asdict(config)
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def to_toml(config: Config) -> str:
+    """The resolved config as TOML: every key, defaults included (unset optional keys as comments).
+
+    ``load_config`` of this text gives back an equal Config.
+    """
+    lines = []
+    for key, value in to_dict(config).items():
+        if not isinstance(value, dict):
+            lines.append(f"{key} = {_toml_value(value)}")
+    for key, value in to_dict(config).items():
+        if isinstance(value, dict):
+            lines += ["", f"[{key}]"]
+            for k, v in value.items():
+                lines.append(f"# {k} = (unset)" if v is None else f"{k} = {_toml_value(v)}")
+    return "\n".join(lines) + "\n"
+
+
+def config_hash(config: Config) -> str:
+    """A short, stable digest of the resolved config (ranks compare it at start-up)."""
+    import hashlib
+
+    return hashlib.sha256(to_toml(config).encode()).hexdigest()[:16]

@@ -15,7 +15,17 @@ IMPLEMENTATIONS = {"reference": "ila_fast.kernels.reference", "triton": "ila_fas
 OP_NAMES = ("align_frames", "pair_correlation", "pair_correlation_dense")
 
 
+def resolve_kernels(name: str) -> str:
+    """"auto" is the fused ops on a GPU and the reference ops elsewhere (the interpreter is for tests)."""
+    if name != "auto":
+        return name
+    import torch
+
+    return "triton" if torch.cuda.is_available() else "reference"
+
+
 def get_ops(name: str) -> SimpleNamespace:
+    name = resolve_kernels(name)
     if name not in IMPLEMENTATIONS:
         raise ValueError(f"unknown kernel implementation {name!r}; choose one of {sorted(IMPLEMENTATIONS)}")
     module = importlib.import_module(IMPLEMENTATIONS[name])

@@ -6,6 +6,8 @@ chosen by ``ModelConfig.kernels``.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -16,6 +18,50 @@ from ila_fast.kernels import get_ops
 from .clip import DropPath, clip_mlp
 
 POINT_RANGE = 0.75  # tanh output scale of the point head: points stay inside [-0.75, 0.75]
+
+# True while activation checkpointing recomputes a block's forward: BatchNorm layers must not
+# update their running statistics a second time for the same batch (the official code's
+# gradient checkpointing is broken; spec section 5).
+_RECOMPUTING = [False]
+
+
+@contextlib.contextmanager
+def recomputing():
+    """Context for a checkpointed block's recomputation (``torch.utils.checkpoint`` ``context_fn``)."""
+    previous, _RECOMPUTING[0] = _RECOMPUTING[0], True
+    try:
+        yield
+    finally:
+        _RECOMPUTING[0] = previous
+
+
+def bn_momentum(bn: nn.BatchNorm2d) -> float:
+    """The momentum a batch-statistics BN applies now: 0 (statistics unchanged) while recomputing."""
+    return 0.0 if _RECOMPUTING[0] else bn.momentum
+
+
+class BatchNorm2d(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` that normalises in at least fp32 and returns the input's dtype.
+
+    Under FSDP's bf16 ``param_dtype`` its weight arrives in bf16 while the running statistics
+    stay fp32 buffers; computing in fp32 keeps the statistics exact (and fp32 / fp64 inputs
+    compute exactly what ``nn.BatchNorm2d`` does). State-dict names are unchanged.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        if self.training and not _RECOMPUTING[0] and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+        mean, var = self.running_mean, self.running_var
+        cast_stats = mean.dtype != dtype  # e.g. after model.to(torch.bfloat16): compute them in fp32 anyway
+        if cast_stats:
+            mean, var = mean.to(dtype), var.to(dtype)
+        out = F.batch_norm(x.to(dtype), mean, var, self.weight.to(dtype), self.bias.to(dtype), self.training,
+                           bn_momentum(self), self.eps)
+        if cast_stats and self.training:
+            self.running_mean.copy_(mean)
+            self.running_var.copy_(var)
+        return out.to(x.dtype)
 
 
 class PointHead(nn.Module):
@@ -28,9 +74,9 @@ class PointHead(nn.Module):
         super().__init__()
         hidden = channels // 2
         self.conv1 = nn.Conv2d(channels, hidden, 3, padding=1)
-        self.bn1 = nn.BatchNorm2d(hidden)
+        self.bn1 = BatchNorm2d(hidden)
         self.conv2 = nn.Conv2d(hidden, hidden, 3, padding=1)
-        self.bn2 = nn.BatchNorm2d(hidden)
+        self.bn2 = BatchNorm2d(hidden)
         self.fc1 = nn.Conv1d(hidden, hidden // 2, 1, groups=2)
         self.fc2 = nn.Conv1d(hidden // 2, 4, 1, groups=2)
         # Zero start: every point begins at the grid centre.
@@ -67,40 +113,44 @@ class InterFrameAlignment(nn.Module):
             self.dense_conv = nn.Conv2d(2 * d, c, 3, padding=1)
             self.dense_bn = nn.BatchNorm2d(c)
         self.conv = nn.Conv2d(c, c, 3, padding=1)
-        self.bn = nn.BatchNorm2d(c)
+        self.bn = BatchNorm2d(c)
         self.point_head = PointHead(c)
         self.temporal_conv = nn.Conv3d(c // 2, c // 2, (3, 1, 1), padding=(1, 0, 0))
         self.temporal_fc = nn.Linear(c // 2, d)
         # Jitter of the 9 training masks; part of the state so a resumed run keeps its schedule.
         self.register_buffer("delta", torch.tensor(cfg.alignment_delta))
 
+    # Normalise with running statistics while training (frozen BN), e.g. for tiny per-GPU batches.
+    freeze_bn_stats = False
+
     def train(self, mode: bool = True):
         super().train(mode)
-        if not mode and self.official_eval_bn:
-            # The official Kinetics evaluation runs with its model in training mode, so these
-            # BatchNorms normalise with batch statistics (the alignment masks stay in eval mode).
-            for m in self.modules():
-                if isinstance(m, nn.BatchNorm2d):
-                    m.train(True)
+        # The official Kinetics evaluation runs with its model in training mode, so these
+        # BatchNorms normalise with batch statistics (the alignment masks stay in eval mode).
+        bn_mode = (mode and not self.freeze_bn_stats) or (not mode and self.official_eval_bn)
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.train(bn_mode)
         return self
 
-    def _bn_args(self, bn: nn.BatchNorm2d, training: bool) -> tuple:
-        if training and bn.num_batches_tracked is not None:
+    def _bn_args(self, bn: nn.BatchNorm2d) -> tuple:
+        if bn.training and not _RECOMPUTING[0] and bn.num_batches_tracked is not None:
             bn.num_batches_tracked.add_(1)  # what nn.BatchNorm2d does in training
         return bn.weight, bn.bias, bn.running_mean, bn.running_var
 
     def correlation(self, z: torch.Tensor) -> torch.Tensor:
         """(B, T, L, D) -> (B*(T-1), C, G, G): the interactive block."""
-        bn_training = self.training or self.official_eval_bn
         if self.interactive == "depthwise":
+            bn_training = self.pw_bn.training
             f = self.ops.pair_correlation(
-                z, self.dw_conv.weight, self.dw_conv.bias, *self._bn_args(self.dw_bn, bn_training),
-                self.pw_conv.weight, self.pw_conv.bias, *self._bn_args(self.pw_bn, bn_training),
-                bn_training, self.pw_bn.momentum, self.pw_bn.eps)
+                z, self.dw_conv.weight, self.dw_conv.bias, *self._bn_args(self.dw_bn),
+                self.pw_conv.weight, self.pw_conv.bias, *self._bn_args(self.pw_bn),
+                bn_training, bn_momentum(self.pw_bn), self.pw_bn.eps)
         else:
+            bn_training = self.dense_bn.training
             f = self.ops.pair_correlation_dense(
-                z, self.dense_conv.weight, self.dense_conv.bias, *self._bn_args(self.dense_bn, bn_training),
-                bn_training, self.dense_bn.momentum, self.dense_bn.eps)
+                z, self.dense_conv.weight, self.dense_conv.bias, *self._bn_args(self.dense_bn),
+                bn_training, bn_momentum(self.dense_bn), self.dense_bn.eps)
         return F.relu(self.bn(self.conv(f)))
 
     def temporal(self, f: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
