@@ -438,9 +438,37 @@ def _type_name(annotation) -> str:
     return getattr(annotation, "__name__", str(annotation).replace("typing.", ""))
 
 
+def bundled_configs() -> dict[str, Path]:
+    """The configs installed with the package (``ila_fast.configs``): name -> path."""
+    from importlib import resources
+
+    folder = resources.files("ila_fast.configs")
+    return {p.name[:-5]: Path(str(p)) for p in sorted(folder.iterdir(), key=lambda p: p.name)
+            if p.name.endswith(".toml")}
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A config file path, or the name of a bundled config (``k400_b16_8f``) -> the file's path.
+
+    An existing file wins; a bare name (no folder, ``.toml`` optional) looks in the bundled configs.
+    """
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    bundled = bundled_configs()
+    name = path.name[:-5] if path.name.endswith(".toml") else path.name
+    if path.parent == Path(".") and name in bundled:
+        return bundled[name]
+    if path.exists():
+        raise ConfigError(f"{path}: is not a file; pass a config file or a bundled config name")
+    raise ConfigError(f"{path}: no such config file, and no bundled config of that name"
+                      f"{_suggest(name, bundled)}; bundled: {', '.join(bundled)} (`ila-fast configs` lists them)")
+
+
 def load_config(path: str | Path, overrides: dict | None = None) -> Config:
-    """Load a TOML run config; ``overrides`` maps dotted keys (``model.frames``) to values."""
-    path = Path(path)
+    """Load a TOML run config (a path or a bundled config's name); ``overrides`` maps dotted keys
+    (``model.frames``) to values."""
+    path = resolve_config_path(path)
     try:
         with open(path, "rb") as f:
             values = tomllib.load(f)
