@@ -16,6 +16,7 @@ COMMANDS = {
     "zoo": ("ila_fast.zoo", "print the model zoo: parameters and measured GFLOPs per view"),
     "convert": ("ila_fast.model.convert", "convert an official ILA checkpoint to ila-fast's layout"),
     "make-synthetic": ("ila_fast.data.synthetic", "write a small synthetic motion dataset of real videos"),
+    "submit": ("ila_fast.slurm.launcher", "queue training on Slurm (submitit): requeue on preemption, sweeps"),
 }
 BENCHES = {
     "kernels": ("ila_fast.bench.kernels_table", "fused ILA ops vs reference (eager and compiled)"),
