@@ -259,7 +259,8 @@ class TrainConfig:
     seed: int = 0
     max_steps: int = 0               # stop after this many optimizer steps (0: run all epochs)
     max_bad_steps: int = 5           # stop after this many non-finite steps in a row
-    dist_timeout_s: float = 600.0    # process-group / rendezvous timeout
+    dist_timeout_s: float = 600.0    # start-up: every rank must join within this (rendezvous), and the first step
+    dist_step_timeout_s: float = 300.0   # collective timeout from the second step on: a dead rank is seen soon
     parallelism: str = "fsdp"        # fsdp: shard over all ranks | hsdp: shard inside a node, replicate across
 
     def __post_init__(self):
@@ -288,6 +289,7 @@ class TrainConfig:
         check(self.max_steps >= 0, f"train.max_steps = {self.max_steps} must be >= 0")
         check(self.max_bad_steps >= 1, f"train.max_bad_steps = {self.max_bad_steps} must be >= 1")
         check(self.dist_timeout_s > 0, f"train.dist_timeout_s = {self.dist_timeout_s} must be > 0")
+        check(self.dist_step_timeout_s > 0, f"train.dist_step_timeout_s = {self.dist_step_timeout_s} must be > 0")
         check(self.parallelism in PARALLELISMS,
               f"train.parallelism: {self.parallelism!r} is not one of {list(PARALLELISMS)}")
         self.betas = [float(b) for b in self.betas]
@@ -335,7 +337,6 @@ class SlurmConfig:
     signal_delay_s: int = 120        # USR2 this long before the time limit: time to save a checkpoint
     max_timeouts: int = 20           # requeues after reaching the time limit (preemptions are not counted)
     max_retries: int = 2             # requeues after a training error
-    rendezvous_timeout_s: float = 300.0   # every rank must join within this, or all fail naming the missing
     job_name: str | None = None      # default: the config's name
 
     def __post_init__(self):
@@ -357,7 +358,6 @@ class SlurmConfig:
                       f"slurm.{key}: {item!r} is not KEY=VALUE")
         check(self.signal_delay_s >= 0, f"slurm.signal_delay_s = {self.signal_delay_s} must be >= 0")
         check(self.max_timeouts >= 0 and self.max_retries >= 0, "slurm.max_timeouts / max_retries must be >= 0")
-        check(self.rendezvous_timeout_s > 0, f"slurm.rendezvous_timeout_s = {self.rendezvous_timeout_s} must be > 0")
 
     @property
     def tasks(self) -> int:
