@@ -1,0 +1,82 @@
+"""Start-up checks as 2-task jobs on the real local Slurm cluster (slurm/cluster.sh start; .ci/run does it).
+
+Skipped where no Slurm cluster answers, unless ILA_FAST_REQUIRE_SLURM=1 (CI), where that fails.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+
+def slurm_answers() -> bool:
+    if shutil.which("sinfo") is None or shutil.which("srun") is None:
+        return False
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=15)
+    except subprocess.TimeoutExpired:
+        return False
+    return out.returncode == 0 and any(s.strip() in ("idle", "mixed", "allocated") for s in out.stdout.split())
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    if not slurm_answers():
+        if os.environ.get("ILA_FAST_REQUIRE_SLURM") == "1":
+            pytest.fail("ILA_FAST_REQUIRE_SLURM=1 but no Slurm cluster answers (slurm/cluster.sh start)")
+        pytest.skip("no Slurm cluster answers here (start one with slurm/cluster.sh start, as root on Debian)")
+
+
+def executor(folder, tasks=2, timeout_min=5):
+    import submitit
+
+    ex = submitit.AutoExecutor(folder=folder, cluster="slurm")
+    ex.update_parameters(slurm_ntasks_per_node=tasks, slurm_cpus_per_task=1, slurm_time=timeout_min,
+                         slurm_srun_args=["--kill-on-bad-exit=1"], slurm_job_name="ila-test")
+    return ex
+
+
+def join_or_report(skip_rank: int, timeout_s: float, identity: str | None = None):
+    """Every task: rendezvous as the Slurm entry point would; ``skip_rank`` exits before joining."""
+    import submitit
+
+    from ila_fast.slurm.entry import dist_env
+    from ila_fast.slurm.startup import RendezvousError, init_process_group_checked, rendezvous
+
+    env = dist_env(submitit.JobEnvironment())
+    if env.rank == skip_rank:
+        return "exited before joining"
+    start = time.monotonic()
+    try:
+        same = {"config_hash": "same" if identity is None else f"{identity}{env.rank}"}
+        store = rendezvous(env.rank, env.world, env.master_addr, env.master_port, timeout_s, same)
+        init_process_group_checked(env.rank, env.world, store, "gloo", timeout_s)
+        return ("joined", time.monotonic() - start)
+    except RendezvousError as e:
+        return (str(e), time.monotonic() - start)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _pickle_helpers_by_value():
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    yield
+    cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+def test_rank_that_never_joins_is_named_within_the_timeout(slurm, tmp_path):
+    jobs = [executor(tmp_path / "a").submit(join_or_report, 1, 6.0),    # rank 1 missing
+            executor(tmp_path / "b").submit(join_or_report, -1, 20.0),  # all join
+            executor(tmp_path / "c").submit(join_or_report, -1, 20.0, "hash")]  # configs differ
+    missing, joined, differ = (job.results() for job in jobs)
+    message, waited = missing[0]
+    host = subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip()
+    assert missing[1] == "exited before joining"
+    assert f"1 of 2 ranks did not join within 6 s: rank 1 (host {host})" in message
+    assert 6.0 <= waited < 12.0
+    assert [r[0] for r in joined] == ["joined", "joined"]
+    for rank, (msg, _) in enumerate(differ):
+        assert "do not run the same job: config_hash" in msg and f"rank {1 - rank} (host {host})" in msg
