@@ -8,7 +8,6 @@ GPU (NVDEC, H.264) when a GPU is present, where the rate an ILA ViT-B/16 trainer
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
@@ -19,21 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "ila_fast_bench_data"),
-                        help="folder for the generated benchmark videos (reused when present)")
-    parser.add_argument("--videos", type=int, default=12, help="distinct videos per codec")
-    parser.add_argument("--frames", type=int, default=150, help="frames per video (Kinetics: ~250-300)")
-    parser.add_argument("--size", default="320x240", help="video WIDTHxHEIGHT (Kinetics: ~340x256)")
-    parser.add_argument("--clips", type=int, default=96, help="clips timed per row (start-up included)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--frames-per-clip", type=int, default=8)
-    parser.add_argument("--input-size", type=int, default=224)
-    parser.add_argument("--workers", default="0,1,2", help="worker counts for the CPU rows")
-    parser.add_argument("--no-trainer", action="store_true", help="skip the ViT-B/16 consumption rate (GPU)")
-    parser.add_argument("--save", default=None, help="write the table as JSON to this path")
 
 
 def _make_data(folder: Path, codec: str, videos: int, frames: int, size: tuple[int, int]) -> Path:

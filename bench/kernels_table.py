@@ -42,20 +42,6 @@ LABELS = {"tiny": "tiny (CPU smoke)", "b16": "B/16 8f x32 G14", "l14": "L/14 16f
 IMPLS = ("fused", "eager", "compiled")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--shapes", default="auto",
-                        help="comma list of tiny,b16,l14 (auto: b16,l14 on a GPU, tiny on the CPU)")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
-                        help="auto: bf16 on a GPU, fp32 on the CPU")
-    parser.add_argument("--ops", default="align,corr_train,corr_eval,dense_train,dense_eval",
-                        help="comma list of ops to time (corr: Kinetics depthwise front; dense: SSv2 front)")
-    parser.add_argument("--iters", type=int, default=0, help="timed iterations (0: 20 on GPU, 3 on CPU)")
-    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile(reference)")
-    parser.add_argument("--check", action="store_true",
-                        help="first check forward and every gradient against float64 at these shapes")
-    parser.add_argument("--save", default=None, help="write the rows as JSON to this path")
-
-
 # ---------------------------------------------------------------------------------------
 # Inputs and the functions timed
 

@@ -13,7 +13,6 @@ by default or VP9 ``.webm`` (``--codec vp9``, the codec DALI's CPU decoder accep
 """
 from __future__ import annotations
 
-import argparse
 import math
 from fractions import Fraction
 from pathlib import Path
@@ -147,29 +146,3 @@ def make_synthetic(out: str | Path, codec: str = "h264", train_per_class: int = 
         (out / f"{split}.txt").write_text("".join(lines[i] + "\n" for i in order))
         lists[split] = out / f"{split}.txt"
     return {"root": out, "train": lists["train"], "val": lists["val"], "labels": out / "labels.csv"}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="output folder (the data root)")
-    parser.add_argument("--codec", choices=sorted(CODECS), default="h264",
-                        help="h264 (.mp4, default) or vp9 (.webm, decodable by DALI on the CPU)")
-    parser.add_argument("--train-per-class", type=int, default=12)
-    parser.add_argument("--val-per-class", type=int, default=4)
-    parser.add_argument("--frames", type=int, default=32)
-    parser.add_argument("--size", default="128x96", help="WIDTHxHEIGHT")
-    parser.add_argument("--seed", type=int, default=0)
-
-
-def run(args) -> int:
-    try:
-        w, h = (int(v) for v in args.size.lower().split("x"))
-    except ValueError:
-        print(f"make-synthetic: --size {args.size!r} must look like 128x96")
-        return 2
-    paths = make_synthetic(args.out, codec=args.codec, train_per_class=args.train_per_class,
-                           val_per_class=args.val_per_class, frames=args.frames, size=(w, h), seed=args.seed)
-    n = len(CLASSES)
-    print(f"wrote {n * (args.train_per_class + args.val_per_class)} {args.codec} videos ({n} classes) to "
-          f"{paths['root']}:\n  data.root = \"{paths['root']}\"\n  data.train_list = \"{paths['train']}\"\n"
-          f"  data.val_list = \"{paths['val']}\"\n  data.labels = \"{paths['labels']}\"")
-    return 0

@@ -1,64 +1,153 @@
 """The ``ila-fast`` command line.
 
-Each subcommand lives in the module that owns its work; that module exposes
-``add_arguments(parser)`` and ``run(args) -> int`` and is imported only when its
-subcommand runs, so heavy optional dependencies load only where needed.
+Adding a command is one line in ``COMMANDS``: its name (``"group name"`` for a nested one,
+e.g. ``"bench kernels"``), the module that declares and runs it, and its help. That module
+defines ``add_arguments(parser)`` and ``run(args) -> int`` and imports only the standard
+library at its top (``ila_fast.arguments`` has the argument types); ``run`` imports the
+work. Only the chosen command's module is imported, so ``ila-fast --help`` and
+``ila-fast CMD --help`` answer at once.
+
+Errors follow ``ila_fast.errors``: a user error prints one line and exits 2; anything else
+is a bug and keeps its traceback (``--debug`` / ``ILA_FAST_DEBUG=1``: traceback for all).
 """
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import sys
+from typing import NamedTuple
 
-# subcommand -> (module, help). "bench" has its own sub-subcommands below.
-COMMANDS = {
-    "demo": ("ila_fast.demo", "print the model zoo and run a small ILA model forward + backward"),
-    "zoo": ("ila_fast.zoo", "print the model zoo: parameters and measured GFLOPs per view"),
-    "convert": ("ila_fast.model.convert", "convert an official ILA checkpoint to ila-fast's layout"),
-    "make-synthetic": ("ila_fast.data.synthetic", "write a small synthetic motion dataset of real videos"),
-    "submit": ("ila_fast.slurm.launcher", "queue training on Slurm (submitit): requeue on preemption, sweeps"),
+from ila_fast import __version__
+from ila_fast.errors import debug_enabled, is_user_error, missing_dependency, one_line
+
+
+class Command(NamedTuple):
+    module: str  # defines add_arguments(parser) and run(args); light at its top
+    help: str
+
+
+COMMANDS: dict[str, Command] = {
+    "demo": Command("ila_fast.commands.demo", "the zoo table, then a few training steps of a tiny ILA model "
+                                              "on synthetic videos (CPU)"),
+    "zoo": Command("ila_fast.commands.zoo", "the model zoo: measured parameters and GMACs per view"),
+    "configs": Command("ila_fast.commands.configs", "list the bundled configs (arch, dataset, frames x size)"),
+    "config show": Command("ila_fast.commands.config_show", "print a config resolved as TOML (what a run saves)"),
+    "train": Command("ila_fast.train.command", "train (or resume) a model: FSDP2, checkpoints, metrics"),
+    "export": Command("ila_fast.train.export", "a training checkpoint -> a single-file model"),
+    "convert": Command("ila_fast.commands.convert", "an official ILA checkpoint -> ila-fast's model file"),
+    "make-synthetic": Command("ila_fast.commands.make_synthetic", "write a small synthetic motion dataset of "
+                                                                  "real videos"),
+    "submit": Command("ila_fast.slurm.launcher", "queue training on Slurm (submitit): multi-node, requeue on "
+                                                 "preemption / time-out, sweeps as job arrays, --status"),
+    "bench kernels": Command("ila_fast.commands.bench_kernels", "fused ILA ops vs reference (eager, compiled)"),
+    "bench data": Command("ila_fast.commands.bench_data", "clips/s of the data backends"),
 }
-BENCHES = {
-    "kernels": ("ila_fast.bench.kernels_table", "fused ILA ops vs reference (eager and compiled)"),
-    "data": ("ila_fast.bench.data_table", "clips/s of the data backends"),
-}
+GROUPS = {"bench": "benchmarks: kernels, data", "config": "inspect a config: show"}
 
 
-def _add(sub, name, module, help_text):
-    parser = sub.add_parser(name, help=help_text, description=help_text)
-    parser.set_defaults(_module=module)
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except where there is nothing to show (None, a flag's False)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, argparse.SUPPRESS) or action.default == []:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Argument errors on one line (exit 2), with the nearest command for a misspelt one."""
+
+    def error(self, message: str):
+        if "invalid choice:" in message:
+            wrong = message.split("invalid choice:", 1)[1].split("(")[0].strip(" '")
+            close = difflib.get_close_matches(wrong, [c.split()[-1] for c in COMMANDS] + list(GROUPS), n=1)
+            if close:
+                message += f"; did you mean {close[0]!r}?"
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class Unavailable(Exception):
+    """The chosen command's module cannot be imported."""
+
+
+def _selected(argv: list[str]) -> str | None:
+    """The command named in argv ("bench data"), or None (help, version, unknown)."""
+    words = [a for a in argv if not a.startswith("-")]
+    if not words:
+        return None
+    if words[0] in GROUPS and len(words) > 1 and f"{words[0]} {words[1]}" in COMMANDS:
+        return f"{words[0]} {words[1]}"
+    return words[0] if words[0] in COMMANDS else None
+
+
+def _load(name: str):
+    module = COMMANDS[name].module
     try:
-        importlib.import_module(module).add_arguments(parser)
+        return importlib.import_module(module)
     except ModuleNotFoundError as e:
-        if e.name and module.startswith(e.name):  # the command's own module is not there yet
-            parser.set_defaults(_missing=f"'{name}' is not available in this build ({module} missing)")
-        else:
-            parser.set_defaults(_missing=f"'{name}' needs {e.name}: install it (see README)")
-    return parser
+        if e.name and module.startswith(e.name):  # the command's own module is not there
+            raise Unavailable(f"'{name}' is not available in this build ({module} is missing)") from None
+        hint = missing_dependency(e)
+        if hint:
+            raise Unavailable(f"'{name}' needs {hint}") from None
+        raise
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ila-fast", description="Fast ILA video recognition.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, (module, help_text) in COMMANDS.items():
-        _add(sub, name, module, help_text)
-    bench = sub.add_parser("bench", help="benchmarks: kernels, data")
-    bench_sub = bench.add_subparsers(dest="bench", required=True)
-    for name, (module, help_text) in BENCHES.items():
-        _add(bench_sub, name, module, help_text)
+def _debug_option(parser) -> None:
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback of any error (or set ILA_FAST_DEBUG=1)")
+
+
+def build_parser(commands: list[str] | None = None) -> ArgumentParser:
+    """The parser; the arguments of ``commands`` (default: all) are declared, the others only listed."""
+    chosen = set(COMMANDS) if commands is None else set(commands)
+    parser = ArgumentParser(prog="ila-fast", formatter_class=HelpFormatter,
+                            description="Fast ILA video recognition (ICCV 2023) on CLIP ViTs.",
+                            epilog="`ila-fast CMD --help` shows a command's options.")
+    parser.add_argument("--version", action="version", version=f"ila-fast {__version__}")
+    _debug_option(parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=ArgumentParser)
+    groups = {}
+    for name, command in COMMANDS.items():
+        group, _, leaf = name.rpartition(" ")
+        where = sub
+        if group:
+            if group not in groups:
+                p = sub.add_parser(group, help=GROUPS[group], description=GROUPS[group],
+                                   formatter_class=HelpFormatter)
+                groups[group] = p.add_subparsers(dest=f"{group}_command", required=True, metavar="COMMAND",
+                                                 parser_class=ArgumentParser)
+            where = groups[group]
+        p = where.add_parser(leaf, help=command.help, description=command.help, formatter_class=HelpFormatter)
+        p.set_defaults(_command=name)
+        if name in chosen:
+            _debug_option(p)
+            _load(name).add_arguments(p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if getattr(args, "_missing", None):
-        print(f"ila-fast: {args._missing}", file=sys.stderr)
-        return 2
-    from ila_fast.config import ConfigError
+    argv = list(sys.argv[1:] if argv is None else argv)
+    name = _selected(argv)
     try:
-        return int(importlib.import_module(args._module).run(args) or 0)
-    except ConfigError as e:
-        print(f"ila-fast: config error: {e}", file=sys.stderr)
+        parser = build_parser([name] if name else [])
+    except Unavailable as e:
+        print(f"ila-fast: {e}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)  # exits 2 with one line on a bad argument
+    debug = getattr(args, "debug", False) or debug_enabled()
+    try:
+        return int(_load(args._command).run(args) or 0)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"ila-fast {args._command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if debug or not is_user_error(e):
+            raise
+        print(f"ila-fast {args._command}: {one_line(e)}", file=sys.stderr)
         return 2
 
 

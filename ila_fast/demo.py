@@ -16,14 +16,6 @@ import torch
 from ila_fast import zoo
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("--config", default=None, help="run config (TOML); default: the bundled tiny config")
-    parser.add_argument("--data", default=None, help="folder of an existing synthetic dataset "
-                                                     "(default: write one to a temporary folder)")
-    parser.add_argument("--steps", type=int, default=3, help="training steps to run")
-    parser.add_argument("--no-zoo", action="store_true", help="skip the zoo table")
-
-
 def run(args) -> int:
     from ila_fast.config import load_config
 

@@ -92,10 +92,6 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def add_arguments(parser) -> None:
-    pass
-
-
 def run(args) -> int:
     print("ILA model zoo: parameters and FLOPs per view measured here (torch.utils.flop_counter at real")
     print("shapes; GMACs = FLOPs / 2, the paper's convention); accuracy is the paper's (4 clips x 3 crops).")

@@ -199,29 +199,3 @@ def load_checkpoint(path: str | Path) -> ILAModel:
     model = ILAModel(ModelConfig(**data["config"]))
     model.load_state_dict(data["model"])
     return model
-
-
-# ---------------------------------------------------------------- CLI
-def add_arguments(parser) -> None:
-    parser.add_argument("source", help="official ILA checkpoint (.pth)")
-    parser.add_argument("output", help="where to write ila-fast's model file")
-    parser.add_argument("--config", help="run config (TOML) to check the checkpoint against")
-
-
-def run(args) -> int:
-    from ila_fast.config import load_config
-
-    from .model import count_parameters
-
-    config = load_config(args.config).model if args.config else None
-    try:
-        model, report = convert_official(args.source, config)
-    except WeightsError as e:
-        print(f"ila-fast convert: {e}")
-        return 1
-    save_checkpoint(model, args.output)
-    cfg = report["config"]
-    total, trainable = count_parameters(model)
-    print(f"converted {args.source} -> {args.output}: {report['mapped']} tensors, {cfg.arch} {cfg.dataset} "
-          f"{cfg.frames}x{cfg.input_size}, {total:,} parameters ({trainable:,} trainable)")
-    return 0
