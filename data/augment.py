@@ -141,9 +141,13 @@ def rotate_and_erase_batch(batch: torch.Tensor, specs: list[ClipSpec]) -> torch.
 
 
 def transform_clip(frames: np.ndarray | torch.Tensor, spec: ClipSpec, size: int,
-                   antialias: bool = False) -> torch.Tensor:
-    """All four steps on the CPU: (T, H, W, 3) uint8 raw frames -> (T, 3, S, S) float32."""
+                   antialias: bool = False, cropped: bool = False) -> torch.Tensor:
+    """All four steps on the CPU: (T, H, W, 3) uint8 raw frames -> (T, 3, S, S) float32.
+
+    ``cropped``: the frames are already the plan's crop box (as the CPU decoders return them).
+    """
     frames = torch.as_tensor(frames)
-    clip = crop_resize(frames, spec.raw_crop, size, antialias)
+    box = (0, 0, frames.shape[2], frames.shape[1]) if cropped else spec.raw_crop
+    clip = crop_resize(frames, box, size, antialias)
     clip = normalize(apply_color(clip, spec.augment))
     return rotate_and_erase(clip, spec).contiguous()

@@ -44,11 +44,13 @@ class PlanClips(Dataset):
             spec = self.plan.clip(self.epoch, position, found, self._shard)
             info = self.infos[spec.video]
             try:
-                frames = self.decoder.decode(self.paths[spec.video], spec.frames, info)
-                if frames.shape[1:3] != (info.height, info.width):
-                    raise BadVideo("decode_error", f"decoded {frames.shape[2]}x{frames.shape[1]} frames, "
-                                                   f"probed {info.width}x{info.height}")
-                clip = transform_clip(frames, spec, self.input_size, self.antialias)
+                # the decoder returns the plan's crop only (scaled down in YUV when much larger
+                # than the output), uint8, so memory does not grow with the source resolution
+                frames = self.decoder.decode(self.paths[spec.video], spec.frames, info, crop=spec.raw_crop,
+                                             out_size=self.input_size)
+                if frames.ndim != 4 or frames.shape[0] != len(spec.frames) or frames.shape[-1] != 3:
+                    raise BadVideo("decode_error", f"decoded frames of shape {tuple(frames.shape)}")
+                clip = transform_clip(frames, spec, self.input_size, self.antialias, cropped=True)
             except BadVideo as e:
                 found[spec.video] = (e.reason, e.detail)
                 continue

@@ -13,18 +13,17 @@ import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from .bad_videos import BadVideo
+from .probe import VideoInfo, missing_reason, probe_video
+
+__all__ = ["DatasetError", "VideoDataset", "VideoEntry", "VideoIndex", "VideoInfo", "probe_video", "read_labels",
+           "read_list"]
 
 log = logging.getLogger("ila_fast.data")
 
-INDEX_VERSION = 1
-# Container signatures: a file that starts like a video but does not open is "truncated",
-# anything else that does not open is "not_a_video".
-_MAGIC = (b"\x1aE\xdf\xa3",)  # Matroska / WebM (EBML)
-_MP4_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")
+INDEX_VERSION = 2  # 2: main stream, frame-index rule ("pts" / "count"), DALI issues
 
 
 class DatasetError(ValueError):
@@ -89,17 +88,6 @@ def read_labels(csv_path: str | os.PathLike) -> list[str]:
     return [names[i] for i in range(len(names))]
 
 
-def missing_reason(path: Path) -> str:
-    """Why ``path`` is not a readable file ("" when it is one)."""
-    if path.is_file():
-        return ""
-    if path.is_symlink():
-        return f"dangling symlink to {os.readlink(path)}"
-    if path.is_dir():
-        return "a directory"
-    return "no such file"
-
-
 def read_list(list_path: str | os.PathLike, root: str | os.PathLike, num_classes: int | None = None,
               check_files: bool = True, missing_policy: str = "skip") -> list[VideoEntry]:
     """Parse a list file; malformed lines and out-of-range labels raise naming file and line.
@@ -142,167 +130,6 @@ def read_list(list_path: str | os.PathLike, root: str | os.PathLike, num_classes
                                    "(data.missing = 'skip' counts them as bad videos instead).")
             log.warning("%s; they are skipped as bad videos (reason 'missing')", text)
     return entries
-
-
-# ---------------------------------------------------------------- probing
-
-@dataclass
-class VideoInfo:
-    """What the loaders need to know about one video, from one probe."""
-    num_frames: int = 0
-    width: int = 0            # coded (raw) size
-    height: int = 0
-    rotation: int = 0         # degrees counter-clockwise to display upright (multiple of 90)
-    codec: str = ""
-    fps: float = 0.0
-    pix_fmt: str = ""
-    pts0: int = 0             # constant frame rate: pts of frame i = pts0 + i * dpts
-    dpts: int = 0
-    pts: list[int] | None = None          # variable frame rate: every frame's pts, presentation order
-    keyframes: list[int] = field(default_factory=list)  # frame indices of key frames
-    bad: str | None = None    # a reason from bad_videos.REASONS, or None
-    detail: str = ""
-
-    @property
-    def quarter_turns(self) -> int:
-        """Counter-clockwise quarter turns to display upright (np.rot90's k)."""
-        return (round(self.rotation / 90)) % 4
-
-    @property
-    def display_size(self) -> tuple[int, int]:
-        """(width, height) as displayed, after rotation."""
-        return (self.height, self.width) if self.quarter_turns % 2 else (self.width, self.height)
-
-    def frame_pts(self, i: int) -> int:
-        return self.pts[i] if self.pts is not None else self.pts0 + i * self.dpts
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, d: dict) -> "VideoInfo":
-        return cls(**d)
-
-
-def _classify_unopenable(path: Path) -> str:
-    with open(path, "rb") as f:
-        head = f.read(12)
-    if head.startswith(_MAGIC) or head[4:8] in _MP4_BOXES:
-        return "truncated"
-    return "not_a_video"
-
-
-def probe_video(path: str | os.PathLike) -> VideoInfo:
-    """Probe one video with PyAV: demux every packet (no decoding) and decode the last GOP.
-
-    Never raises for a bad file: the returned info carries the reason in ``bad``.
-    """
-    try:
-        return _probe(Path(path))
-    except BadVideo as e:
-        return VideoInfo(bad=e.reason, detail=e.detail)
-
-
-def _probe(path: Path) -> VideoInfo:
-    try:
-        import av  # noqa: PLC0415 - optional dependency (the dev / cpu-video extras)
-    except ImportError as e:
-        raise ImportError("probing videos needs PyAV: pip install 'ila-fast[cpu-video]' (or av)") from e
-
-    why = missing_reason(path)
-    if why:
-        raise BadVideo("missing", why)
-    if path.stat().st_size == 0:
-        raise BadVideo("empty_file", "0 bytes")
-    try:
-        container = av.open(str(path), metadata_errors="ignore")
-    except (av.error.FFmpegError, UnicodeDecodeError) as e:
-        raise BadVideo(_classify_unopenable(path), str(e)[:200]) from None
-    with container:
-        if not container.streams.video:
-            kinds = sorted({s.type for s in container.streams}) or ["no streams"]
-            raise BadVideo("no_video_stream", f"streams: {', '.join(kinds)}")
-        stream = container.streams.video[0]
-        ctx = stream.codec_context
-        codec = (ctx.name or "") if ctx is not None else ""
-        try:
-            av.codec.Codec(codec, "r")
-        except Exception:  # noqa: BLE001 - PyAV raises several kinds for unknown codecs
-            raise BadVideo("unsupported_codec", f"no decoder for codec {codec or 'unknown'!r}") from None
-        info = VideoInfo(width=ctx.width, height=ctx.height, codec=codec,
-                         fps=float(stream.average_rate or stream.guessed_rate or 0),
-                         pix_fmt=ctx.format.name if ctx.format is not None else "")
-        packets = []  # (pts, is_keyframe)
-        try:
-            for packet in container.demux(stream):
-                if packet.size == 0 or packet.pts is None:
-                    continue
-                packets.append((packet.pts, packet.is_keyframe))
-        except av.error.FFmpegError as e:
-            if not packets:
-                raise BadVideo("truncated", f"demuxing failed: {str(e)[:200]}") from None
-            raise BadVideo("truncated",
-                           f"demuxing stopped after {len(packets)} packets: {str(e)[:160]}") from None
-        if not packets:
-            raise BadVideo("too_few_frames", "no video frames")
-        pts = sorted(p for p, _ in packets)
-        _check_complete(container, stream, pts)
-        if len(set(pts)) != len(pts):
-            raise BadVideo("decode_error", "duplicate frame timestamps")
-        order = {p: i for i, p in enumerate(pts)}
-        info.num_frames = len(pts)
-        info.keyframes = sorted(order[p] for p, key in packets if key)
-        if not info.keyframes or info.keyframes[0] != 0:
-            info.keyframes = [0] + info.keyframes  # decoding starts at the stream start anyway
-        steps = {b - a for a, b in zip(pts, pts[1:])}
-        if len(steps) <= 1:
-            info.pts0, info.dpts = pts[0], (steps.pop() if steps else 1)
-        else:
-            info.pts = pts
-        # Decode from the last key frame to the end: a cut-off file loses its last frames here,
-        # and the first decoded frame gives the display rotation.
-        last_key = info.keyframes[-1]
-        tail = _decode_tail(container, stream, info.frame_pts(last_key), set(pts[last_key:]))
-        if tail["error"] is not None or tail["count"] < len(pts) - last_key:
-            why = f" ({tail['error']})" if tail["error"] else ""
-            raise BadVideo("truncated",
-                           f"only {tail['count']} of the last {len(pts) - last_key} frames decode{why}")
-        info.rotation = tail["rotation"]
-        if info.width <= 0 or info.height <= 0:
-            info.width, info.height = tail["size"]
-    return info
-
-
-def _check_complete(container, stream, pts: list[int]) -> None:
-    """A cut-off file often still demuxes: compare with what its header promises."""
-    expected = int(stream.frames or 0)
-    if expected and len(pts) < expected:
-        raise BadVideo("truncated", f"{len(pts)} of the {expected} frames in the header are present")
-    if len(container.streams) == 1 and container.duration and stream.time_base and len(pts) > 1:
-        step = (pts[-1] - pts[0]) / (len(pts) - 1)
-        end = float((pts[-1] + step) * stream.time_base)
-        promised = container.duration / 1_000_000
-        if end < 0.9 * promised - 0.1:
-            raise BadVideo("truncated", f"frames end at {end:.2f} s of the {promised:.2f} s in the header")
-
-
-def _decode_tail(container, stream, start_pts: int, wanted: set[int]) -> dict:
-    import av  # noqa: PLC0415
-
-    out = {"count": 0, "error": None, "rotation": 0, "size": (0, 0)}
-    seen = set()
-    try:
-        container.seek(start_pts, stream=stream, backward=True, any_frame=False)
-        for frame in container.decode(stream):
-            if frame.pts in wanted and frame.pts not in seen:
-                seen.add(frame.pts)
-                if len(seen) == 1:
-                    out["rotation"] = int(round(frame.rotation or 0))
-                    out["size"] = (frame.width, frame.height)
-    except av.error.FFmpegError as e:
-        out["error"] = str(e)[:160]
-    out["count"] = len(seen)
-    return out
 
 
 # ---------------------------------------------------------------- the cached index

@@ -1,10 +1,15 @@
 """CPU decoders: the frames at given indices of one video, in coded orientation, as uint8 RGB.
 
-Frame ``i`` is the i-th frame in presentation order (the probe's sorted timestamps), which is
-what DALI's ``frames=`` argument means too, also for variable frame rate videos.
+Frame ``i`` follows the probe's rule (``probe.py``): the i-th frame FFmpeg outputs decoding the
+main stream from the start. Videos indexed by pts are found by timestamp after a seek to the
+key frame before each needed frame (only when that skips work); videos indexed by count (AVI
+with B-frames, missing pts) are decoded from the start and their frames counted.
 
-* ``PyAVDecoder`` seeks to the key frame before each needed frame (only when that skips work),
-  decodes forward and converts only the frames it returns; PyAV bundles its own FFmpeg.
+* ``PyAVDecoder`` converts only the frames it returns, and only the plan's crop of each (plus a
+  one-pixel margin, so the chroma interpolation at the crop's edge is the full frame's). A crop
+  much larger than the output (4K sources) is first scaled down in YUV by FFmpeg's scaler, so
+  a 4K clip costs about what a 1080p one does. Frames whose size differs from the probed size
+  (a resolution change) are scaled to it. PyAV bundles its own FFmpeg.
 * ``TorchCodecDecoder`` uses torchcodec's exact-seek decoder where torchcodec is installed
   (it needs system FFmpeg libraries and a CPU-compatible build).
 * ``decode_all_then_sample`` is the naive baseline the benchmark compares against.
@@ -17,27 +22,38 @@ import numpy as np
 
 from .augment import yuv420_to_rgb
 from .bad_videos import BadVideo
-from .dataset import VideoInfo
+from .probe import VideoInfo
 
 _YUV420 = {"yuv420p": False, "yuvj420p": True}  # -> full range?
+PRESCALE_ABOVE = 2.0  # crops more than this many times the output size are scaled down in YUV first
 
 
-def _frame_to_rgb(frames) -> np.ndarray:
-    """Convert decoded av.VideoFrames (same format) to (T, H, W, 3) uint8."""
-    first = frames[0]
-    fmt = first.format.name
-    if fmt in _YUV420:
-        h, w = first.height, first.width
-        planes = [[], [], []]
-        for fr in frames:
-            for p, plane in enumerate(fr.planes):
-                buf = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
-                planes[p].append(buf[:, :plane.width])
-        y, u, v = (np.stack(p) for p in planes)
-        full = _YUV420[fmt] or int(getattr(first, "color_range", 0) or 0) == 2
-        bt709 = int(getattr(first, "colorspace", 0) or 0) == 1
-        return yuv420_to_rgb(y[:, :h, :w], u, v, full_range=full, bt709=bt709)
-    return np.stack([fr.to_ndarray(format="rgb24") for fr in frames])
+def prescale_factor(crop_w: int, crop_h: int, out_size: int | None) -> float:
+    """Scale applied in YUV before the crop is converted (1.0: none)."""
+    if not out_size:
+        return 1.0
+    ratio = min(crop_w, crop_h) / (PRESCALE_ABOVE * out_size)
+    return 1.0 / ratio if ratio > 1.0 else 1.0
+
+
+def _convert(frame, box) -> np.ndarray:
+    """One av.VideoFrame's (x, y, w, h) region -> (h, w, 3) uint8 RGB, converting only that region."""
+    x, y, w, h = box
+    fmt = frame.format.name
+    if fmt not in _YUV420:
+        return frame.to_ndarray(format="rgb24")[y:y + h, x:x + w]
+    # a margin of one chroma sample (two pixels, even-aligned) around the box
+    x0, y0 = max(0, (x - 2) & ~1), max(0, (y - 2) & ~1)
+    x1, y1 = min(frame.width, x + w + 2), min(frame.height, y + h + 2)
+    planes = []
+    for p, plane in enumerate(frame.planes):
+        buf = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+        s = 1 if p == 0 else 2
+        planes.append(buf[y0 // s:-(-y1 // s), x0 // s:-(-x1 // s)][None])
+    full = _YUV420[fmt] or int(getattr(frame, "color_range", 0) or 0) == 2
+    bt709 = int(getattr(frame, "colorspace", 0) or 0) == 1
+    rgb = yuv420_to_rgb(planes[0][:, : y1 - y0, : x1 - x0], planes[1], planes[2], full_range=full, bt709=bt709)
+    return rgb[0, y - y0:y - y0 + h, x - x0:x - x0 + w]
 
 
 class PyAVDecoder:
@@ -49,20 +65,28 @@ class PyAVDecoder:
         self.av = av
         self.threads = threads
 
-    def decode(self, path: str, indices, info: VideoInfo) -> np.ndarray:
-        """(len(indices), H, W, 3) uint8; raises BadVideo when a frame cannot be delivered."""
+    def decode(self, path: str, indices, info: VideoInfo, crop=None, out_size: int | None = None) -> np.ndarray:
+        """(len(indices), h, w, 3) uint8 of the raw-pixel box ``crop`` (None: the whole frame).
+
+        With ``out_size``, a crop larger than ``PRESCALE_ABOVE * out_size`` comes back scaled
+        down (its short side about that size); the caller resizes to the output anyway.
+        Raises BadVideo when a frame cannot be delivered.
+        """
+        box = tuple(crop) if crop is not None else (0, 0, info.width, info.height)
         try:
-            return self._decode(path, indices, info, seek=True)
+            return self._decode(path, indices, info, box, out_size, seek=info.index_by == "pts")
         except BadVideo as first:
-            if first.detail.startswith("frame"):  # a seek that landed late: decode from the start instead
-                return self._decode(path, indices, info, seek=False)
+            if first.detail.startswith("frame") and info.index_by == "pts":
+                # a seek that landed late or nowhere (MPEG-TS / PS): decode from the start instead
+                return self._decode(path, indices, info, box, out_size, seek=False)
             raise
 
-    def _decode(self, path: str, indices, info: VideoInfo, seek: bool) -> np.ndarray:
+    def _decode(self, path: str, indices, info: VideoInfo, box, out_size, seek: bool) -> np.ndarray:
         av = self.av
         wanted = sorted(set(int(i) for i in indices))
         if wanted and (wanted[0] < 0 or wanted[-1] >= info.num_frames):
             raise BadVideo("decode_error", f"frame {wanted[-1]} outside 0..{info.num_frames - 1}", path)
+        by_count = info.index_by == "count"
         pts_to_index = ({p: i for i, p in enumerate(info.pts)} if info.pts is not None else None)
 
         def index_of(pts):
@@ -73,13 +97,28 @@ class PyAVDecoder:
             q, r = divmod(pts - info.pts0, info.dpts or 1)
             return q if r == 0 and 0 <= q < info.num_frames else None
 
+        f = prescale_factor(box[2], box[3], out_size)
+        if f < 1.0:  # scale the whole frame in YUV, and the box with it
+            sw, sh = max(2, round(info.width * f / 2) * 2), max(2, round(info.height * f / 2) * 2)
+            fx, fy = sw / info.width, sh / info.height
+            x0, y0 = int(box[0] * fx), int(box[1] * fy)
+            x1, y1 = min(sw, max(x0 + 1, round((box[0] + box[2]) * fx))), min(sh, max(y0 + 1, round((box[1] + box[3]) * fy)))
+            size, cbox = (sw, sh), (x0, y0, x1 - x0, y1 - y0)
+        else:
+            size, cbox = (info.width, info.height), box
+
+        def keep(frame) -> np.ndarray:
+            if (frame.width, frame.height) != size:  # a resolution change, or the 4K prescale
+                frame = frame.reformat(width=size[0], height=size[1], interpolation="BILINEAR")
+            return _convert(frame, cbox)
+
         wanted_lookup = set(wanted)
-        got = {}
+        got: dict[int, np.ndarray] = {}
         try:
             with av.open(path) as container:
-                stream = container.streams.video[0]
+                stream = container.streams[info.stream]
                 stream.thread_count = self.threads
-                frames_iter, position = None, -1
+                frames_iter, position, counter = None, -1, -1
                 for target in wanted:
                     key = info.keyframes[bisect.bisect_right(info.keyframes, target) - 1]
                     if frames_iter is None or (seek and key > position):
@@ -87,15 +126,19 @@ class PyAVDecoder:
                             container.seek(info.frame_pts(key), stream=stream, backward=True, any_frame=False)
                         frames_iter, position = container.decode(stream), -1
                     for frame in frames_iter:
-                        idx = index_of(frame.pts)
-                        if idx is None:
-                            continue
+                        if by_count:
+                            counter += 1
+                            idx = counter
+                        else:
+                            idx = index_of(frame.pts)
+                            if idx is None:
+                                continue
                         position = idx
                         if idx in got or idx not in wanted_lookup:
                             if idx >= target:
                                 break
                             continue
-                        got[idx] = frame
+                        got[idx] = keep(frame)  # converted now: the decoded frame is released
                         if idx >= target:
                             break
                     if target not in got:
@@ -103,8 +146,8 @@ class PyAVDecoder:
                                        f"frame {target} of {info.num_frames} was not delivered", path)
         except av.error.FFmpegError as e:
             raise BadVideo("decode_error", str(e)[:200], path) from None
-        rgb = _frame_to_rgb([got[i] for i in wanted])
         lookup = {i: k for k, i in enumerate(wanted)}
+        rgb = np.stack([got[i] for i in wanted])
         return rgb[[lookup[int(i)] for i in indices]]
 
 
@@ -116,11 +159,16 @@ class TorchCodecDecoder:
 
         self.VideoDecoder = VideoDecoder
         self.threads = threads
+        self._pyav = None
 
-    def decode(self, path: str, indices, info: VideoInfo) -> np.ndarray:
+    def decode(self, path: str, indices, info: VideoInfo, crop=None, out_size: int | None = None) -> np.ndarray:
+        if info.index_by != "pts" or info.dali_issue:  # untrusted timestamps, edit lists: PyAV counts
+            if self._pyav is None:
+                self._pyav = PyAVDecoder(self.threads)
+            return self._pyav.decode(path, indices, info, crop, out_size)
         try:
             decoder = self.VideoDecoder(path, seek_mode="exact", dimension_order="NHWC",
-                                        num_ffmpeg_threads=self.threads)
+                                        num_ffmpeg_threads=self.threads, stream_index=info.stream)
             batch = decoder.get_frames_at(indices=[int(i) for i in indices])
             rotation = getattr(decoder.metadata, "rotation", None) or 0
         except Exception as e:  # noqa: BLE001 - torchcodec raises RuntimeError / ValueError / IndexError
@@ -129,6 +177,9 @@ class TorchCodecDecoder:
         k = round(rotation / 90) % 4
         if k:  # torchcodec (0.13+) returns frames upright; the pipeline expects coded orientation
             frames = np.ascontiguousarray(np.rot90(frames, -k, axes=(1, 2)))
+        if crop is not None:
+            x, y, w, h = crop
+            frames = frames[:, y:y + h, x:x + w]
         return frames
 
 

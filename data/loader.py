@@ -125,7 +125,8 @@ def build_loader(data_cfg, split: str, frames: int, input_size: int, num_classes
 
         check_decoder(data_cfg.cpu_decoder)  # refuse a decoder that cannot work now, not per video
     max_bad = bad_limit(data_cfg.max_bad_fraction, len(dataset))
-    plan = plan_for_dataset(dataset, settings, mode, rank, world, supported_codecs=codecs, max_bad=max_bad)
+    plan = plan_for_dataset(dataset, settings, mode, rank, world, supported_codecs=codecs, max_bad=max_bad,
+                            backend_checks=backend == "dali")
     report_dir = Path(data_cfg.report_dir) if data_cfg.report_dir else dataset.list_path.parent
     report = report_dir / f"{dataset.list_path.stem}.bad_videos.rank{rank}.json"
     bad_log = BadVideoLog(dataset.paths, data_cfg.max_bad_fraction, report, name=str(dataset.list_path))

@@ -390,12 +390,18 @@ class SamplePlan:
 
 
 def plan_for_dataset(dataset, settings: PlanSettings, mode: str, rank: int = 0, world: int = 1,
-                     unsupported_codecs=None, supported_codecs=None, max_bad: int | None = None) -> SamplePlan:
-    """A plan over a ``VideoDataset``; the probe's verdicts and the backend's codecs mark bad videos."""
+                     unsupported_codecs=None, supported_codecs=None, max_bad: int | None = None,
+                     backend_checks: bool = False) -> SamplePlan:
+    """A plan over a ``VideoDataset``; the probe's verdicts and the backend's codecs mark bad videos.
+
+    ``backend_checks`` (DALI): videos the probe found DALI would decode wrongly are unsupported.
+    """
     bad = {}
     for i, info in enumerate(dataset.infos):
         if info.bad:
             bad[i] = (info.bad, info.detail)
+        elif backend_checks and info.dali_issue:
+            bad[i] = ("unsupported_by_backend", f"DALI would decode it wrongly: {info.dali_issue}")
         elif supported_codecs is not None and info.codec not in supported_codecs:
             bad[i] = ("unsupported_by_backend", f"codec {info.codec!r} is not decoded by this backend "
                                                 f"(it takes {', '.join(sorted(supported_codecs))})")

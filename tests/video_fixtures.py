@@ -128,3 +128,144 @@ def write_list(root: Path, names: list[str], videos: dict[str, Path], name: str 
     path = Path(tempfile.mkdtemp(dir=root)) / name
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+# ---------------------------------------------------------------- the container / stream corpus
+# name -> (file name, encoder, container options); every video shows painted frames, H.264 and
+# MPEG-2 with B-frames (presentation order != decode order)
+CONTAINERS = {
+    "mp4": ("c.mp4", "libx264"), "mov": ("c.mov", "libx264"), "mkv": ("c.mkv", "libx264"),
+    "webm": ("c.webm", "libvpx-vp9"), "avi": ("c.avi", "libx264"), "avi_mjpeg": ("cj.avi", "mjpeg"),
+    "ts": ("c.ts", "libx264"), "mpg": ("c.mpg", "mpeg2video"), "flv": ("c.flv", "libx264"),
+    "mkv_vp9": ("c9.mkv", "libvpx-vp9"),
+}
+GOP = 8
+CUT_AT = 11  # the edit-list cut starts at painted frame 11 (key frame 8 kept as hidden pre-roll)
+
+
+def _encode(path: Path, encoder: str, frames: np.ndarray, fmt: str | None = None) -> Path:
+    """Painted frames -> a file, closed GOPs of 8, B-frames where the codec has them."""
+    import av
+
+    options = {"g": str(GOP)}
+    if encoder == "libx264":
+        options.update({"bf": "2", "preset": "veryfast",
+                        "x264-params": f"keyint={GOP}:min-keyint={GOP}:scenecut=0:open-gop=0"})
+    elif encoder == "mpeg2video":
+        options.update({"bf": "2", "qscale": "2"})
+    elif encoder == "libvpx-vp9":
+        options.update({"deadline": "realtime", "cpu-used": "8", "crf": "20", "b:v": "0"})
+    elif encoder == "mjpeg":
+        options["qscale"] = "2"
+    pix_fmt = "yuvj420p" if encoder == "mjpeg" else "yuv420p"
+    with av.open(str(path), "w", format=fmt) as c:
+        s = c.add_stream(encoder, rate=25)
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
+        s.options = options
+        for image in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def _copy_cut(src: Path, dst: Path, cut: int) -> Path:
+    """What `ffmpeg -ss T -c copy` writes: packets from the key frame before the cut, shifted so the
+    cut is at time 0; the mp4 muxer stores the pre-roll as an edit list (its packets are discarded)."""
+    import av
+
+    with av.open(str(src)) as i, av.open(str(dst), "w") as o:
+        ist = i.streams.video[0]
+        ost = o.add_stream_from_template(ist)
+        step = int(1 / (ist.average_rate * ist.time_base))
+        key = (cut // GOP) * GOP
+        for p in i.demux(ist):
+            if p.size == 0 or p.pts is None or p.pts < key * step:
+                continue
+            p.pts -= cut * step
+            p.dts -= cut * step
+            p.stream = ost
+            o.mux(p)
+    return dst
+
+
+def _thumbnail_first(path: Path, encoder: str, frames: np.ndarray) -> Path:
+    """Stream 0: a one-frame grey MJPEG thumbnail; stream 1: the painted video."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        thumb = c.add_stream("mjpeg", rate=25)
+        thumb.width, thumb.height, thumb.pix_fmt = W, H, "yuvj420p"
+        s = c.add_stream(encoder, rate=25)
+        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        s.options = {"g": str(GOP), "deadline": "realtime", "cpu-used": "8"} if "vpx" in encoder else {"g": str(GOP)}
+        grey = av.VideoFrame.from_ndarray(np.full((H, W, 3), 128, np.uint8), format="rgb24")
+        for p in [*thumb.encode(grey), *thumb.encode()]:
+            c.mux(p)
+        for image in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def _resolution_change(path: Path, frames: np.ndarray, at: int) -> Path:
+    """VP9 in WebM whose frames from ``at`` on are coded at 1.5x the size (a new key frame)."""
+    import av
+
+    big = np.repeat(np.repeat(frames[at:], 3, axis=1), 3, axis=2)[:, ::2, ::2]  # 1.5x, bands kept
+    parts = [_encode(path.with_suffix(".a.webm"), "libvpx-vp9", frames[:at]),
+             _encode(path.with_suffix(".b.webm"), "libvpx-vp9", big)]
+    with av.open(str(path), "w") as o:
+        ost = None
+        offset = 0
+        for part in parts:
+            with av.open(str(part)) as i:
+                ist = i.streams.video[0]
+                if ost is None:
+                    ost = o.add_stream_from_template(ist)
+                last = 0
+                for p in i.demux(ist):
+                    if p.size == 0:
+                        continue
+                    last = max(last, p.pts)
+                    p.pts += offset
+                    p.dts += offset
+                    p.stream = ost
+                    o.mux(p)
+                offset += last + int(1 / (ist.average_rate * ist.time_base))
+            part.unlink()
+    return path
+
+
+def _header_undercounts(path: Path, frames: np.ndarray, claimed: int) -> Path:
+    """An MJPEG AVI whose header (avih and strh) says ``claimed`` frames instead of len(frames)."""
+    import struct
+
+    _encode(path, "mjpeg", frames)
+    data = bytearray(path.read_bytes())
+    avih = data.find(b"avih")
+    struct.pack_into("<I", data, avih + 8 + 16, claimed)  # dwTotalFrames
+    strh = data.find(b"strh")
+    struct.pack_into("<I", data, strh + 8 + 32, claimed)  # dwLength
+    path.write_bytes(bytes(data))
+    return path
+
+
+@functools.lru_cache(maxsize=None)
+def corpus_videos() -> dict[str, tuple[Path, int, int]]:
+    """name -> (path, painted index of frame 0, frame count) of the container / stream corpus."""
+    root = Path(fixture_videos()["root"]) / "corpus"
+    root.mkdir(exist_ok=True)
+    paint = painted_frames()
+    out = {}
+    for name, (fname, encoder) in CONTAINERS.items():
+        out[name] = (_encode(root / fname, encoder, paint), 0, N)
+    out["edit_list"] = (_copy_cut(out["mp4"][0], root / "cut.mp4", CUT_AT), CUT_AT, N - CUT_AT)
+    out["thumbnail_first_mp4"] = (_thumbnail_first(root / "thumb.mp4", "libx264", paint), 0, N)
+    out["thumbnail_first_mkv"] = (_thumbnail_first(root / "thumb.mkv", "libvpx-vp9", paint), 0, N)
+    out["resolution_change"] = (_resolution_change(root / "sizes.webm", paint, 12), 0, N)
+    out["header_undercounts"] = (_header_undercounts(root / "lying.avi", paint, 16), 0, N)
+    return out

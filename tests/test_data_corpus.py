@@ -1,0 +1,83 @@
+"""The frame-index rule on a generated corpus: every container, B-frames, an edit-list cut, MPEG-TS / PS,
+a thumbnail stream first, a header that under-counts, a resolution change. Each video paints its frame
+numbers, so a clip shows which frames it really holds: exact frames, or a skip with the named reason."""
+import pytest
+import torch
+from ila_fast.data.loader import build_loader
+from ila_fast.data.probe import probe_video
+from video_fixtures import S, T, corpus_videos, fixture_videos, read_indices_clip, write_list
+
+from ila_fast.config import DataConfig
+
+# what the probe must find DALI would get wrong (a substring of info.dali_issue); absent: nothing
+DALI_ISSUES = {
+    "avi": "timestamps do not give the frame order",
+    "edit_list": "edit list discards 3 pre-roll frames",
+    "thumbnail_first_mp4": "main video stream is stream 1",
+    "thumbnail_first_mkv": "main video stream is stream 1",
+    "resolution_change": "frame size changes mid-stream (64x48, 96x72)",
+    "header_undercounts": "header says 16 frames, the stream has 24",
+}
+DALI_CPU_DECODES = {"webm", "mkv_vp9", "avi_mjpeg"}  # VP9 / MJPEG without an issue: exact frames on DALI (cpu)
+
+
+def test_probe_counts_frames_by_the_rule():
+    for name, (path, first, count) in corpus_videos().items():
+        info = probe_video(path)
+        assert info.bad is None, (name, info.detail)
+        assert info.num_frames == count, name
+        assert (DALI_ISSUES.get(name, "") in info.dali_issue) and (bool(info.dali_issue) == (name in DALI_ISSUES)), \
+            (name, info.dali_issue)
+        assert info.stream == (1 if name.startswith("thumbnail") else 0), name
+        assert info.index_by == ("count" if name == "avi" else "pts"), name
+    assert probe_video(corpus_videos()["mpg"][0]).codec == "mpeg2video"
+
+
+def _loader(backend, names, mode="test"):
+    corpus = corpus_videos()
+    root = fixture_videos()["root"]
+    lst = write_list(root, names, {n: corpus[n][0] for n in names})
+    cfg = DataConfig(root=str(root), train_list=str(lst), batch_size=4, num_workers=0, dali_device="cpu",
+                     cpu_decoder="pyav", max_bad_fraction=1.0, test_clips=3, test_crops=1, crop_scales=[1.0],
+                     color_jitter_p=0.0, grayscale_p=0.0, erasing_p=0.0, mixup_alpha=0.0, cutmix_alpha=0.0)
+    return build_loader(cfg, "train", frames=T, input_size=S, num_classes=2, backend=backend, mode=mode)
+
+
+@pytest.mark.parametrize("mode", ["test", "train"])
+def test_cpu_backend_returns_exactly_the_planned_frames(mode):
+    corpus = corpus_videos()
+    names = list(corpus) * (2 if mode == "train" else 1)  # training: random frames in every segment
+    loader = _loader("cpu", names, mode)
+    seen = set()
+    for batch in loader:
+        for clip, spec in zip(batch.video, batch.specs):
+            name = names[spec.video]
+            assert read_indices_clip(clip) == [corpus[name][1] + i for i in spec.frames], (name, spec.frames)
+            seen.add(name)
+    assert not loader.bad_log.bad, loader.bad_log.summary()
+    assert seen == set(names)
+
+
+def test_dali_decodes_what_it_can_and_skips_the_rest_with_the_reason():
+    pytest.importorskip("nvidia.dali", reason="DALI is in the dev extra")
+    corpus = corpus_videos()
+    names = list(corpus)
+    loader = _loader("dali", names)
+    seen = set()
+    for batch in loader:
+        assert torch.isfinite(batch.video).all()
+        for clip, spec in zip(batch.video, batch.specs):
+            name = names[spec.video]
+            assert read_indices_clip(clip) == [corpus[name][1] + i for i in spec.frames], name
+            seen.add(name)
+    assert seen == DALI_CPU_DECODES
+    bad = {names[v]: e for v, e in loader.bad_log.bad.items()}
+    assert set(bad) == set(names) - DALI_CPU_DECODES
+    for name, event in bad.items():
+        assert event.reason == "unsupported_by_backend", (name, event)
+        if name in DALI_ISSUES:
+            assert DALI_ISSUES[name] in event.detail, (name, event.detail)
+        else:
+            assert "is not decoded by this backend" in event.detail, (name, event.detail)
+    summary = loader.bad_log.summary()
+    assert "unsupported_by_backend" in summary and "decode_error" not in summary
