@@ -1,0 +1,368 @@
+"""The training loop: the whole of it, readable in one place.
+
+    trainer = Trainer(cfg, "runs/b16")     # resume="auto": from the newest complete checkpoint there
+    summary = trainer.fit()
+
+One optimizer step = ``accumulation`` micro-steps of ``data.batch_size`` clips on every rank
+(gradient sync only on the last). Loss = soft-target cross-entropy on the (mixed, smoothed)
+targets + ``aux_loss_weight`` x the alignment loss. Gradients are clipped by their global norm;
+a non-finite loss or norm skips the optimizer update on the device (fused AdamW's ``found_inf``,
+no host sync), is counted, and stops the run after ``max_bad_steps`` in a row (checked at every
+log line, where the host reads the device's counters anyway). lr follows ``recipe.Schedule`` per
+step, delta the alignment schedule per epoch.
+
+Checkpoints (``checkpoint.py``) every ``checkpoint_every_steps`` or ``checkpoint_every_minutes``,
+whichever first, at the end, and on request: ``request_save()`` only sets a flag (safe from a
+signal handler); at the next step boundary the ranks agree on their flags over the CPU group and
+save together. The loader position is saved as the step within the epoch, so a resumed run
+repeats no batch and skips none, also with another world size (same ``total_batch``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+import ila_fast
+from ila_fast.config import Config, accumulation_steps, config_hash, to_toml
+from ila_fast.errors import UserError
+
+from . import checkpoint, distributed
+from .distributed import DistEnv
+from .monitor import Monitor
+from .parallel import parallelize
+from .recipe import Schedule, param_groups
+
+log = logging.getLogger("ila_fast.train")
+
+
+class TrainingStopped(UserError):
+    """The run stopped on purpose (non-finite steps); the message says why and what to do."""
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+class Trainer:
+    def __init__(self, cfg: Config, output: str | Path, resume: str | Path | None = "auto",
+                 init: str | Path | None = None, env: DistEnv | None = None):
+        self.cfg, self.output = cfg, Path(output)
+        self.resume, self.init, self.env = resume, init, env
+        self._save_requested = False
+        self._stop_requested = False
+        self.last_checkpoint: Path | None = None
+
+    # ------------------------------------------------------------------ requests
+    def request_save(self, stop: bool = True) -> None:
+        """Ask for a checkpoint at the next step boundary (and to return from fit() if ``stop``).
+
+        Only sets flags, so it is safe to call from a signal handler, on any subset of ranks."""
+        self._stop_requested = self._stop_requested or stop
+        self._save_requested = True
+
+    # ------------------------------------------------------------------ set-up
+    def _build(self, env: DistEnv) -> None:
+        from ila_fast.data import build_loader, read_labels
+        from ila_fast.model import build_model
+        from ila_fast.model.ila import InterFrameAlignment
+
+        cfg, tc = self.cfg, self.cfg.train
+        self.device = device = env.device()
+        self.precision = resolve_precision(tc.precision, device)
+        self.compile = device.type == "cuda" if tc.compile is None else tc.compile
+        self.accumulation = accumulation_steps(cfg, env.world)
+
+        # Data first: a bad list or too many bad videos should stop the run before any model work.
+        # Rank 0 probes the videos (and writes the index); the others then read its index.
+        def loader(split, mode=None):
+            return build_loader(cfg.data, split, cfg.model.frames, cfg.model.input_size, cfg.model.num_classes,
+                                rank=env.rank, world=env.world, device=device, mode=mode)
+
+        def on_each_rank(fn):
+            out = fn() if env.rank == 0 else None
+            distributed.barrier()
+            return out if env.rank == 0 else fn()
+
+        self.train_loader = on_each_rank(lambda: loader("train"))
+        self.val_loader = None
+        if cfg.data.val_list and tc.eval_every_epochs:
+            self.val_loader = on_each_rank(lambda: loader("val", mode="val"))
+        self.steps_per_epoch = len(self.train_loader) // self.accumulation
+        if self.steps_per_epoch == 0:
+            raise UserError(f"{cfg.data.train_list}: {len(self.train_loader)} batches of {cfg.data.batch_size} clips "
+                            f"per rank is less than one optimizer step of train.total_batch = {tc.total_batch}; "
+                            "lower train.total_batch or add videos")
+        self.total_steps = tc.epochs * self.steps_per_epoch
+        self.stop_step = min(self.total_steps, tc.max_steps) if tc.max_steps else self.total_steps
+
+        # The same seed on every rank: FSDP shards identical initial weights.
+        torch.manual_seed(tc.seed)
+        names = None
+        if cfg.model.dataset == "k400" and (cfg.model.class_names or cfg.data.labels):
+            names = read_labels(cfg.model.class_names or cfg.data.labels)
+        model = build_model(cfg.model, class_names=names)
+        if self.init:
+            load_initial_weights(model, self.init)
+        for m in model.modules():
+            if isinstance(m, InterFrameAlignment):
+                m.freeze_bn_stats = tc.freeze_bn_stats
+        model.to(device).train()
+        if hasattr(model, "prepare_text_features"):
+            model.prepare_text_features()  # before sharding: the text tower is never gathered in training
+        self.model = parallelize(model, self.precision, self.compile, tc.activation_checkpointing == "block",
+                                 tc.parallelism, device)
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, tc), betas=tuple(tc.betas), eps=tc.eps,
+                                           fused=True)
+        self.schedule = Schedule(self.optimizer, tc, self.steps_per_epoch)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        torch.manual_seed(tc.seed + 1000 * env.rank + 1)  # drop-path differs per rank
+
+    def _resume(self, env: DistEnv) -> None:
+        self.step, self.epoch, self.step_in_epoch, self.pending_eval = 0, 0, 0, None
+        if env.rank == 0:
+            checkpoint.remove_partial(self.output)
+        distributed.barrier()
+        path = None
+        if self.resume == "auto":
+            path = checkpoint.latest_checkpoint(self.output)
+        elif self.resume:
+            path = Path(self.resume)
+        path = distributed.broadcast_object(str(path) if path else None)
+        if path is None:
+            return
+        meta = checkpoint.read_meta(path)
+        if meta["total_batch"] != self.cfg.train.total_batch:
+            raise UserError(f"{path}: saved with train.total_batch = {meta['total_batch']}, this run has "
+                            f"{self.cfg.train.total_batch}; the data position would not mean the same: "
+                            f"resume with --set train.total_batch={meta['total_batch']}")
+        if meta["steps_per_epoch"] != self.steps_per_epoch:
+            raise UserError(f"{path}: saved with {meta['steps_per_epoch']} steps per epoch, this run has "
+                            f"{self.steps_per_epoch} (a different training list?); start a new --output")
+        checkpoint.load(path, self.model, self.optimizer)
+        self.step, self.epoch, self.step_in_epoch = meta["step"], meta["epoch"], meta["step_in_epoch"]
+        self.pending_eval = meta.get("pending_eval")
+        restored = meta["world"] == env.world and checkpoint.restore_rng(path, env.rank)
+        self.resumed_from = path
+        self.monitor_note = (f"resumed from {path} at step {self.step} (epoch {self.epoch}, step "
+                             f"{self.step_in_epoch} of {self.steps_per_epoch})"
+                             + ("" if restored else f"; world size {meta['world']} -> {env.world}, RNG reseeded"))
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> dict:
+        owns_group = not dist.is_initialized()
+        env = distributed.setup_distributed(self.env, self.cfg.train.dist_timeout_s)
+        try:
+            return self._fit(env)
+        finally:
+            if owns_group:
+                distributed.teardown_distributed()
+
+    def _fit(self, env: DistEnv) -> dict:
+        cfg, tc = self.cfg, self.cfg.train
+        self.monitor_note, self.resumed_from = None, None
+        self._build(env)
+        self._resume(env)
+        if env.is_main:
+            self.output.mkdir(parents=True, exist_ok=True)
+            (self.output / "config.toml").write_text(to_toml(cfg))
+        monitor = Monitor(self.output, env.is_main, self.stop_step, self.step, self.steps_per_epoch)
+        monitor.message(f"ila-fast {ila_fast.__version__}: {cfg.model.arch} {cfg.model.dataset} "
+                        f"{cfg.model.frames}x{cfg.model.input_size}, world {env.world}, {self.device.type}, "
+                        f"{self.precision}, compile {self.compile}, {self.accumulation} micro-step(s) of "
+                        f"{cfg.data.batch_size} clips per step, {self.steps_per_epoch} steps per epoch, "
+                        f"{self.total_steps} in all -> {self.output}")
+        if self.monitor_note:
+            monitor.message(self.monitor_note)
+        counters = {k: torch.zeros((), device=self.device)
+                    for k in ("loss", "cls", "aux", "norm", "bad", "streak", "max_streak", "skipped")}
+        status = "failed"
+        try:
+            if self.pending_eval is not None:  # saved at an epoch's end, before its evaluation
+                self._evaluate(monitor, self.pending_eval)
+            status = self._run(env, monitor, counters)
+        finally:
+            summary = self._summary(status, counters)
+            monitor.close(summary)
+        return summary
+
+    def _run(self, env: DistEnv, monitor: Monitor, counters) -> str:
+        cfg, tc = self.cfg, self.cfg.train
+        interval = {"steps": 0, "clips": 0, "wait": 0.0, "start": time.perf_counter()}
+        last_save_time = time.monotonic()
+        self.schedule.set(self.step)
+        while self.step < self.stop_step:
+            if self.step_in_epoch >= self.steps_per_epoch:
+                self.epoch, self.step_in_epoch = self.epoch + 1, 0
+            self.model.set_epoch(self.epoch)  # delta schedule (spec section 4)
+            self.train_loader.set_epoch(self.epoch)
+            self.train_loader.load_state_dict({"epoch": self.epoch, "seed": cfg.data.seed,
+                                               "step": self.step_in_epoch * self.accumulation})
+            batches = iter(self.train_loader)
+            while self.step_in_epoch < self.steps_per_epoch and self.step < self.stop_step:
+                interval["wait"] += self._train_step(batches, counters)
+                self.step += 1
+                self.step_in_epoch += 1
+                interval["steps"] += 1
+                interval["clips"] += tc.total_batch
+                epoch_end = self.step_in_epoch == self.steps_per_epoch
+                eval_due = (epoch_end and self.val_loader is not None
+                            and (self.epoch + 1) % tc.eval_every_epochs == 0)
+                time_due = bool(tc.checkpoint_every_minutes) and \
+                    time.monotonic() - last_save_time >= 60 * tc.checkpoint_every_minutes
+                steps_due = bool(tc.checkpoint_every_steps) and self.step % tc.checkpoint_every_steps == 0
+                # One tiny CPU all-reduce per step: a request on any rank, or rank clocks that disagree.
+                save, stop, time_due = distributed.agree([int(self._save_requested), int(self._stop_requested),
+                                                          int(time_due)])
+                if self.step % tc.log_every_steps == 0 or self.step == self.stop_step or save or epoch_end:
+                    self._log(monitor, counters, interval)
+                self.schedule.set(self.step)  # after the log line, which shows the lr the step used
+                if save or time_due or steps_due or self.step == self.stop_step:
+                    self._save(env, pending_eval=self.epoch if eval_due else None)
+                    last_save_time = time.monotonic()
+                    self._save_requested = False
+                    if stop:
+                        self._stop_requested = False
+                        monitor.message(f"stopped on request after saving step {self.step} -> {self.last_checkpoint}")
+                        return "stopped_on_request"
+                if eval_due:
+                    self._evaluate(monitor, self.epoch)
+        return "completed"
+
+    def _train_step(self, batches, counters) -> float:
+        """One optimizer step over ``accumulation`` micro-batches; returns the seconds spent waiting on data."""
+        from ila_fast.data import soft_target_cross_entropy
+
+        tc, wait = self.cfg.train, 0.0
+        loss_sum = torch.zeros((), device=self.device)
+        cls_sum, aux_sum = loss_sum.clone(), loss_sum.clone()
+        for micro in range(self.accumulation):
+            tick = time.perf_counter()
+            batch = next(batches)
+            wait += time.perf_counter() - tick
+            self.model.set_requires_gradient_sync(micro == self.accumulation - 1)
+            out = self.model(batch.video)
+            cls = soft_target_cross_entropy(out.logits.float(), batch.target.float())
+            aux = out.aux_loss.float()
+            loss = cls + tc.aux_loss_weight * aux
+            (loss / self.accumulation).backward()
+            loss_sum += loss.detach() / self.accumulation
+            cls_sum += cls.detach() / self.accumulation
+            aux_sum += aux.detach() / self.accumulation
+        grads = [p.grad for p in self.params if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+        if hasattr(norm, "full_tensor"):
+            norm = norm.full_tensor()
+        if tc.grad_clip > 0:
+            torch.nn.utils.clip_grads_with_norm_(self.params, tc.grad_clip, norm, foreach=True)
+        # The ranks' losses are averaged for the log only; the skip decision uses the global norm,
+        # which every rank computes identically (a non-finite loss anywhere makes it non-finite).
+        bad = ~(torch.isfinite(norm) & torch.isfinite(loss_sum))
+        self.optimizer.found_inf = bad.float()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        c = counters
+        good = (~bad).float()
+        c["loss"] += torch.nan_to_num(loss_sum * good)
+        c["cls"] += torch.nan_to_num(cls_sum * good)
+        c["aux"] += torch.nan_to_num(aux_sum * good)
+        c["norm"] += torch.nan_to_num(norm * good)
+        c["skipped"] += bad.float()
+        c["bad"] += bad.float()
+        c["streak"].copy_((c["streak"] + 1) * bad.float())
+        torch.maximum(c["max_streak"], c["streak"], out=c["max_streak"])
+        return wait
+
+    def _log(self, monitor: Monitor, counters, interval) -> None:
+        """Read the device counters (the only host sync of the loop) and report them."""
+        tc = self.cfg.train
+        steps = interval["steps"]
+        if steps == 0:
+            return
+        values = {k: float(v) for k, v in counters.items()}
+        if values["max_streak"] >= tc.max_bad_steps:
+            raise TrainingStopped(f"{self.output}: {int(values['max_streak'])} optimizer steps in a row had a "
+                                  f"non-finite loss or gradient norm (step {self.step}); the last complete "
+                                  "checkpoint is intact: lower the learning rates or check the data, then resume")
+        good = max(1.0, steps - values["bad"])
+        elapsed = time.perf_counter() - interval["start"]
+        scalars = {"loss": values["loss"] / good, "loss_cls": values["cls"] / good, "loss_aux": values["aux"] / good,
+                   "grad_norm": values["norm"] / good, "skipped_steps": values["skipped"],
+                   "lr": self.optimizer.param_groups[0]["lr"], "clips_per_s": interval["clips"] / max(elapsed, 1e-9),
+                   "data_wait": interval["wait"] / max(elapsed, 1e-9),
+                   "delta": float(self._delta()), "bad_videos": float(len(self.train_loader.bad_log.bad))}
+        for name, lr in self.schedule.lrs().items():
+            scalars[f"lr/{name}"] = lr
+        if self.device.type == "cuda":
+            scalars["gpu_mem_gib"] = torch.cuda.max_memory_allocated(self.device) / 2 ** 30
+        if values["bad"]:
+            monitor.message(f"step {self.step}: {int(values['bad'])} step(s) skipped (non-finite loss or gradient)")
+        monitor.step(self.step, self.epoch, scalars, advanced=steps)
+        for k in ("loss", "cls", "aux", "norm", "bad", "max_streak"):
+            counters[k].zero_()
+        interval.update(steps=0, clips=0, wait=0.0, start=time.perf_counter())
+
+    def _delta(self) -> float:
+        return float(self.model.visual.transformer.resblocks[0].message_ila.delta)
+
+    def _evaluate(self, monitor: Monitor, epoch: int) -> None:
+        from .evaluate import evaluate
+
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                result = evaluate(self.model, self.val_loader, self.cfg.model.num_classes, env=self.env_used)
+        finally:
+            self.model.train()
+        monitor.eval(self.step, epoch, {"top1": result.top1, "top5": result.top5,
+                                        "mean_class_acc": result.mean_class_acc, "scored": float(result.scored)})
+
+    def _save(self, env: DistEnv, pending_eval: int | None) -> None:
+        meta = {"step": self.step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+                "steps_per_epoch": self.steps_per_epoch, "total_batch": self.cfg.train.total_batch,
+                "world": env.world, "pending_eval": pending_eval, "version": ila_fast.__version__,
+                "config_hash": config_hash(self.cfg), "time": time.time(),
+                "loader": {"epoch": self.epoch, "step": self.step_in_epoch * self.accumulation}}
+        self.last_checkpoint = checkpoint.save(self.output, self.step, self.model, self.optimizer, meta,
+                                               to_toml(self.cfg), self.cfg.train.keep_last)
+
+    def _summary(self, status: str, counters) -> dict:
+        return {"status": status, "step": self.step, "epoch": self.epoch, "total_steps": self.total_steps,
+                "last_checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
+                "skipped_steps": float(counters["skipped"]),
+                "bad_videos": self.train_loader.bad_log.summary() if hasattr(self.train_loader.bad_log, "summary")
+                else None, "output": str(self.output)}
+
+    @property
+    def env_used(self) -> DistEnv:
+        return DistEnv(rank=dist.get_rank(), world=dist.get_world_size())
+
+
+def load_initial_weights(model, path: str | Path) -> None:
+    """--init: an ila-fast model file, a trainer checkpoint folder, or an official ILA checkpoint."""
+    from ila_fast.model.convert import FORMAT, convert_official
+
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"--init {path}: no such file or folder")
+    if path.is_dir():
+        state, _ = checkpoint.load_model_state(path)
+    else:
+        raw = torch.load(path, map_location="cpu", weights_only=False)
+        if isinstance(raw, dict) and raw.get("format") == FORMAT:
+            state = raw["model"]
+        else:
+            converted, _ = convert_official(path, dataclasses.replace(model.cfg))
+            state = converted.state_dict()
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith(("class_tokens", "text_features"))]
+    if missing or unexpected:
+        raise UserError(f"--init {path}: weights do not fit this model: missing {missing[:6]}, "
+                        f"unexpected {unexpected[:6]}")
+
