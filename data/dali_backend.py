@@ -17,6 +17,7 @@ rebuilds the pipeline and resumes at the same step, so the epoch goes on.
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 import torch
@@ -51,6 +52,50 @@ def _import_dali():
     return dali, fn, dmath, types
 
 
+class _CapturedStderr:
+    """Capture what native code writes to file descriptor 2 (DALI / FFmpeg log lines)."""
+
+    def __enter__(self):
+        import sys  # noqa: PLC0415
+        import tempfile  # noqa: PLC0415
+
+        sys.stderr.flush()
+        self._file = tempfile.TemporaryFile()
+        self._saved = os.dup(2)
+        os.dup2(self._file.fileno(), 2)
+        self.lines: list[str] = []
+        return self
+
+    def __exit__(self, *exc):
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        self._file.seek(0)
+        text = self._file.read().decode("utf-8", "replace")
+        self._file.close()
+        self.lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        return False
+
+
+def _dali_error_line(message: str) -> str:
+    """The line of a DALI exception that says what failed (after 'encountered:'), without boilerplate."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    if "encountered:" in lines:
+        after = lines[lines.index("encountered:") + 1:]
+        for ln in after:
+            if not ln.startswith(("C++ context", "Current pipeline")):
+                return ln.split(" failed: ", 1)[-1] if ln.startswith("Assert on") else ln
+    return next((ln for ln in lines if "rror" in ln and "pipeline" not in ln), lines[0] if lines else "")
+
+
+def _classify_dali_failure(error: str, said: list[str]) -> tuple[str, str]:
+    """(reason, detail): a codec DALI refuses is 'unsupported_by_backend', anything else 'decode_error'."""
+    own = [ln for ln in said if ln.startswith("[") and not ln.startswith("[W ")][-2:]
+    detail = "DALI: " + "; ".join([error[:160], *(ln[:200] for ln in own)])
+    if any("not supported" in ln for ln in [error, *own]):
+        return "unsupported_by_backend", detail
+    return "decode_error", detail
+
+
 class _BatchFailed(Exception):
     def __init__(self, message: str):
         super().__init__(message)
@@ -78,6 +123,8 @@ class DaliBackend:
             self.device_id = None
         self.codecs = DALI_GPU_CODECS if device == "mixed" else DALI_CPU_CODECS
         self.found: dict[int, tuple[str, str]] = {}  # bad videos discovered while decoding
+        self._black_ok: set = set()  # (video, frames) whose all-zero DALI frames the CPU decoder confirmed
+        self._reference = None  # a PyAV decoder, built when an all-zero frame needs checking
 
     # -- the pipeline
     def _build(self, epoch: int, first_step: int, pending: dict):
@@ -116,13 +163,15 @@ class DaliBackend:
                 dtype=[types.UINT8, types.INT32, types.INT32, types.INT32, types.FLOAT, types.FLOAT],
                 ndim=[1, 1, 1, 1, 2, 1])
             video = fn.decoders.video(enc, device=self.device, frames=frames)
+            # per-frame maxima of the decoded frames: an all-zero frame is checked against the CPU decoder
+            peaks = fn.reductions.max(video, axes=[1, 2, 3])
             video = fn.slice(video, anchor, shape, axis_names="HW")
             video = fn.resize(video, size=[size, size], interp_type=types.INTERP_LINEAR, antialias=antialias,
                               dtype=types.FLOAT)
             video = fn.coord_transform(video, M=mat, T=off)
             video = dmath.clamp(video, 0.0, 255.0)
             return fn.crop_mirror_normalize(video, mean=list(PIXEL_MEAN), std=list(PIXEL_STD),
-                                            output_layout="FCHW", dtype=types.FLOAT)
+                                            output_layout="FCHW", dtype=types.FLOAT), peaks
 
         pipe = clip_pipeline()
         pipe.build()
@@ -144,7 +193,11 @@ class DaliBackend:
         return torch.from_numpy(np.array(dense))
 
     def _find_culprits(self, specs) -> dict[int, tuple[str, str]]:
-        """Decode each clip of a failed batch alone; return the videos that fail by themselves."""
+        """Decode each clip of a failed batch alone; return the videos that fail by themselves.
+
+        DALI's exception names only its own assertion; FFmpeg's and DALI's log lines (what the
+        decoder said) go to stderr, so they are captured here and kept in the reason.
+        """
         dali, fn, _, types = _import_dali()
         culprits = {}
         for spec in specs:
@@ -152,23 +205,48 @@ class DaliBackend:
             def single(frames=list(spec.frames)):
                 enc = fn.external_source(name="enc", dtype=types.UINT8, ndim=1)
                 return fn.decoders.video(enc, device=self.device, frames=frames)
-            try:
-                pipe = single()
-                pipe.build()
-                pipe.feed_input("enc", [np.fromfile(self.paths[spec.video], dtype=np.uint8)])
-                (out,) = pipe.run()
-                got = out.shape()[0][0]
-                if got != len(spec.frames):
-                    culprits[spec.video] = ("decode_error",
-                                            f"DALI decoded {got} of {len(spec.frames)} frames")
-            except Exception as e:  # noqa: BLE001 - DALI raises RuntimeError for any decoder failure
-                lines = [ln.strip() for ln in str(e).splitlines()]
-                first = next((ln for ln in lines if "rror" in ln and "pipeline" not in ln),
-                             lines[0] if lines else type(e).__name__)
-                culprits[spec.video] = ("decode_error", f"DALI: {first[:200]}")
-            finally:
-                pipe = None
+            pipe = None
+            with _CapturedStderr() as said:
+                try:
+                    pipe = single()
+                    pipe.build()
+                    pipe.feed_input("enc", [np.fromfile(self.paths[spec.video], dtype=np.uint8)])
+                    (out,) = pipe.run()
+                    got = out.shape()[0][0]
+                    error = None if got == len(spec.frames) else f"DALI decoded {got} of {len(spec.frames)} frames"
+                except Exception as e:  # noqa: BLE001 - DALI raises RuntimeError for any decoder failure
+                    error = _dali_error_line(str(e)) or type(e).__name__
+                finally:
+                    pipe = None
+            if error is not None:
+                culprits[spec.video] = _classify_dali_failure(error, said.lines)
         return culprits
+
+    def _check_zero_frames(self, peaks, specs) -> dict[int, tuple[str, str]]:
+        """Videos whose DALI clip has all-zero frames where the CPU decoder's frames are not."""
+        from .decode import PyAVDecoder  # noqa: PLC0415
+
+        wrong = {}
+        for sample, spec in enumerate(specs):
+            zero = [k for k, peak in enumerate(np.asarray(peaks[sample]).reshape(-1)) if peak == 0]
+            key = (spec.video, tuple(spec.frames[k] for k in zero))
+            if not zero or key in self._black_ok:
+                continue
+            if self._reference is None:
+                self._reference = PyAVDecoder()
+            try:
+                frames = self._reference.decode(self.paths[spec.video], [spec.frames[k] for k in zero],
+                                                self.infos[spec.video])
+            except Exception:  # noqa: BLE001 - the CPU decoder cannot tell: keep DALI's frames
+                self._black_ok.add(key)
+                continue
+            lit = [spec.frames[k] for k, f in zip(zero, frames) if f.max() > 0]
+            if lit:
+                wrong[spec.video] = ("unsupported_by_backend",
+                                     f"DALI returned all-zero frames {lit[:4]} where the video is not black")
+            else:
+                self._black_ok.add(key)  # a black source frame: DALI is right
+        return wrong
 
     def epoch(self, epoch: int, start_step: int = 0):
         steps = self.plan.steps_per_epoch
@@ -179,8 +257,16 @@ class DaliBackend:
             try:
                 while step < steps:
                     try:
-                        (out,) = pipe.run()
+                        out, peaks = pipe.run()
                         video = self._to_torch(out)
+                        if self.device == "mixed":
+                            peaks = peaks.as_cpu()
+                        wrong = self._check_zero_frames(peaks, pending[step])
+                        if wrong:
+                            log.warning("DALI batch %d: %d clip(s) with all-zero frames; replacing them", step,
+                                        len(wrong))
+                            self.found.update(wrong)
+                            break  # rebuild the pipeline at this step
                     except (RuntimeError, _BatchFailed) as e:
                         specs = pending.get(step) or [self.plan.clip(epoch, p, self.found)
                                                       for p in self.plan.batch_positions(step)]
