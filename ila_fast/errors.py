@@ -83,4 +83,7 @@ def one_line(error: BaseException) -> str:
     text = str(error).strip() or type(error).__name__
     if isinstance(error, KeyError) and text.startswith("'"):
         text = text.strip("'")
-    return " | ".join(line.strip() for line in text.splitlines() if line.strip())
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) > 1:  # the first line says what is wrong and what to do; details follow it
+        return f"{lines[0]} [{len(lines) - 1} more lines: rerun with --debug]"
+    return lines[0]

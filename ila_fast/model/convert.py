@@ -145,9 +145,17 @@ def check_config(inferred: ModelConfig, given: ModelConfig, source: str) -> None
 def convert_official(path: str | Path, config: ModelConfig | None = None,
                      class_names: list[str] | None = None) -> tuple[ILAModel, dict]:
     """Read an official checkpoint and return (a ready ILAModel, a report)."""
-    raw = torch.load(path, map_location="cpu", weights_only=False)  # official files hold argparse objects
+    try:  # official files hold argparse objects, so this unpickles: trusted files only
+        raw = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise WeightsError(f"{path}: checkpoint file not found") from None
+    except Exception as e:  # noqa: BLE001 - turned into a message naming the file
+        raise WeightsError(f"{path}: cannot read as a checkpoint: {type(e).__name__}: {e}") from None
     source = read_state_dict(path)
-    inferred = infer_config(source, config.num_classes if config else None)
+    try:
+        inferred = infer_config(source, config.num_classes if config else None)
+    except WeightsError as e:
+        raise WeightsError(f"{path}: {e}") from None
     cfg = inferred
     if config is not None:
         check_config(inferred, config, str(path))
@@ -193,7 +201,12 @@ def save_checkpoint(model: ILAModel, path: str | Path) -> None:
 
 def load_checkpoint(path: str | Path) -> ILAModel:
     """Load a file written by ``save_checkpoint``."""
-    data = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise WeightsError(f"{path}: model file not found") from None
+    except Exception as e:  # noqa: BLE001 - turned into a message naming the file
+        raise WeightsError(f"{path}: cannot read as an ila-fast model file: {type(e).__name__}: {e}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise WeightsError(f"{path}: not an ila-fast model file (format {FORMAT})")
     model = ILAModel(ModelConfig(**data["config"]))
