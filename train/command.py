@@ -1,0 +1,40 @@
+"""``ila-fast train``: train (or resume) a model. Light at its top: the CLI lists it without torch.
+
+    ila-fast train --config k400_b16_8f --output runs/b16 [--set train.lr_mit=1e-4 ...]
+    torchrun --nproc_per_node 8 -m ila_fast.cli train --config k400_b16_8f --output runs/b16
+
+Started again with the same ``--output``, it resumes from the newest complete checkpoint there.
+"""
+from __future__ import annotations
+
+from ila_fast.arguments import add_config_argument, add_set_argument, int_range
+
+
+def add_arguments(parser) -> None:
+    add_config_argument(parser)
+    parser.add_argument("--output", required=True, metavar="DIR",
+                        help="run folder: checkpoints, config.toml, metrics.jsonl, tb/, curves.png, summary.json")
+    add_set_argument(parser)
+    parser.add_argument("--resume", default="auto", metavar="auto|none|PATH",
+                        help="auto: the newest complete checkpoint in --output (none: start fresh); "
+                             "or a checkpoint folder")
+    parser.add_argument("--init", metavar="PATH",
+                        help="initial weights: an ila-fast model file (convert / export), a training checkpoint "
+                             "folder or an official ILA checkpoint (unpickled: trusted files only)")
+    parser.add_argument("--max-steps", type=int_range(1), metavar="N",
+                        help="stop after N optimizer steps (same as --set train.max_steps=N)")
+
+
+def run(args) -> int:
+    from ila_fast.config import load_config, parse_overrides
+
+    overrides = parse_overrides(args.overrides)
+    if args.max_steps:
+        overrides["train.max_steps"] = args.max_steps
+    cfg = load_config(args.config, overrides)  # a bad key or value stops here, before any work
+
+    from .trainer import Trainer
+
+    resume = None if args.resume == "none" else args.resume
+    summary = Trainer(cfg, args.output, resume=resume, init=args.init).fit()
+    return 0 if summary["status"] in ("completed", "stopped_on_request") else 1
