@@ -5,13 +5,13 @@ from pathlib import Path
 
 from ila_fast.arguments import add_force_argument, int_range, nonnegative_int, positive_int, size_wxh
 
-CODECS = ("h264", "vp9")  # ila_fast.data.synthetic.CODECS (a test keeps the two equal)
+CODECS = ("h264", "mjpeg", "mpeg4", "vp9")  # ila_fast.data.synthetic.CODECS (a test keeps them equal)
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (the data root)")
     parser.add_argument("--codec", choices=CODECS, default="h264",
-                        help="h264 (.mp4) or vp9 (.webm, decodable by DALI on the CPU)")
+                        help="h264 (.mp4), vp9 (.webm: DALI's CPU decoder reads it), mjpeg, mpeg4")
     parser.add_argument("--train-per-class", type=positive_int, default=12, help="training videos per class")
     parser.add_argument("--val-per-class", type=nonnegative_int, default=4, help="validation videos per class")
     parser.add_argument("--frames", type=int_range(2), default=32,
