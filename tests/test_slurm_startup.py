@@ -43,16 +43,16 @@ def join_or_report(skip_rank: int, timeout_s: float, identity: str | None = None
     import submitit
 
     from ila_fast.slurm.entry import dist_env
-    from ila_fast.slurm.startup import RendezvousError, init_process_group_checked, rendezvous
+    from ila_fast.train.distributed import RendezvousError, setup_distributed, teardown_distributed
 
     env = dist_env(submitit.JobEnvironment())
     if env.rank == skip_rank:
         return "exited before joining"
     start = time.monotonic()
+    same = {"config_hash": "same" if identity is None else f"{identity}{env.rank}"}
     try:
-        same = {"config_hash": "same" if identity is None else f"{identity}{env.rank}"}
-        store = rendezvous(env.rank, env.world, env.master_addr, env.master_port, timeout_s, same)
-        init_process_group_checked(env.rank, env.world, store, "gloo", timeout_s)
+        setup_distributed(env, timeout_s, same)   # what the trainer calls: rendezvous, gloo, first all-reduce
+        teardown_distributed()
         return ("joined", time.monotonic() - start)
     except RendezvousError as e:
         return (str(e), time.monotonic() - start)
