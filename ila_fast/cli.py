@@ -35,6 +35,11 @@ COMMANDS: dict[str, Command] = {
     "config show": Command("ila_fast.commands.config_show", "print a config resolved as TOML (what a run saves)"),
     "train": Command("ila_fast.train.command", "train (or resume) a model: FSDP2, checkpoints, metrics"),
     "export": Command("ila_fast.train.export", "a training checkpoint -> a single-file model"),
+    "eval": Command("ila_fast.train.eval_command", "the test protocol (clips x crops, every video once, any "
+                                                   "number of ranks): eval.json, confusion matrix, table"),
+    "predict": Command("ila_fast.predict", "top-5 classes of video files (multi-view, CPU or GPU)"),
+    "show-alignment": Command("ila_fast.alignment_picture", "picture of ILA's alignment points and masks on "
+                                                            "each frame pair of a video"),
     "convert": Command("ila_fast.commands.convert", "an official ILA checkpoint -> ila-fast's model file"),
     "make-synthetic": Command("ila_fast.commands.make_synthetic", "write a small synthetic motion dataset of "
                                                                   "real videos"),

@@ -88,12 +88,13 @@ def _forward(model, video: torch.Tensor, autocast_dtype) -> torch.Tensor:
 
 
 def evaluate(model: torch.nn.Module, loader, num_classes: int, env=None, class_names: list[str] | None = None,
-             autocast_dtype: torch.dtype | None = None) -> EvalResult:
+             autocast_dtype: torch.dtype | None = None, progress: bool = False) -> EvalResult:
     """Score every video of ``loader``'s list once (all ranks together); every rank gets the result.
 
     The model is put in eval mode (its previous mode is restored) and run under ``torch.no_grad``,
-    in ``autocast_dtype`` when given. ``env`` (a DistEnv) or an initialised process group gives the
-    rank and world size; the loader must have been built for the same ones.
+    in ``autocast_dtype`` when given; ``progress`` shows a bar (pass it on one rank). ``env`` (a
+    DistEnv) or an initialised process group gives the rank and world size; the loader must have
+    been built for the same ones.
     """
     rank, world = _rank_world(env)
     plan = loader.plan
@@ -120,6 +121,12 @@ def evaluate(model: torch.nn.Module, loader, num_classes: int, env=None, class_n
     was_training = model.training
     model.eval()
     done = 0
+    bar = None
+    if progress:
+        from tqdm import tqdm  # noqa: PLC0415
+
+        bar = tqdm(total=most, desc=f"eval ({views} view{'s' if views > 1 else ''} a video)", unit="batch",
+                   dynamic_ncols=True)
     try:
         with torch.no_grad():
             for batch in loader:
@@ -133,6 +140,8 @@ def evaluate(model: torch.nn.Module, loader, num_classes: int, env=None, class_n
                 scores.index_add_(0, index, probs[keep])
                 seen.index_add_(0, index, torch.ones_like(index))
                 done += 1
+                if bar is not None:
+                    bar.update()
             if done > most:  # the loader yielded more than it announced: ranks would fall out of step
                 raise RuntimeError(f"evaluate: rank {rank} ran {done} batches, more than the {most} announced")
             dummy = torch.zeros(1, plan.s.frames, 3, plan.s.input_size, plan.s.input_size, device=device)
@@ -140,6 +149,8 @@ def evaluate(model: torch.nn.Module, loader, num_classes: int, env=None, class_n
                 _forward(model, dummy, autocast_dtype)
     finally:
         model.train(was_training)
+        if bar is not None:
+            bar.close()
 
     bad = {v: (e.reason, e.detail) for v, e in loader.bad_log.bad.items()}
     if distributed:

@@ -1,0 +1,166 @@
+"""``ila-fast eval``: the test protocol on a trained model. Light at its top (no torch while parsing).
+
+    ila-fast eval --config k400_b16_8f --checkpoint runs/b16              # newest complete checkpoint
+    ila-fast eval --config k400_b16_8f --checkpoint model.pth             # export / convert output
+    ila-fast eval --config k400_b16_8f --checkpoint k400_official.pth     # an official ILA file
+    torchrun --nproc_per_node 8 -m ila_fast.cli eval --config ... --checkpoint ...
+
+Every video of ``data.val_list`` is scored once over ``data.test_clips`` x ``data.test_crops``
+views (``--mode val``: one centre view), on any number of ranks. Writes ``eval.json``, the
+confusion matrix (PNG, or the most-confused pairs as text beyond 50 classes) and prints a table.
+"""
+from __future__ import annotations
+
+from ila_fast.arguments import add_config_argument, add_set_argument
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+def add_arguments(parser) -> None:
+    add_config_argument(parser)
+    parser.add_argument("--checkpoint", required=True, metavar="CKPT",
+                        help="a training checkpoint folder (or a run folder: its newest complete checkpoint), an "
+                             "ila-fast model file (export / convert) or an official ILA checkpoint")
+    parser.add_argument("--output", metavar="DIR",
+                        help="where eval.json and the confusion matrix go (default: eval_<checkpoint name> beside "
+                             "the checkpoint)")
+    parser.add_argument("--mode", choices=("test", "val"), default="test",
+                        help="test: data.test_clips x data.test_crops views per video; val: one centre view")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="autocast dtype of the forward (auto: bf16 on a GPU, fp32 on a CPU)")
+    add_set_argument(parser)
+
+
+def default_output(checkpoint) -> "Path":  # noqa: F821 - Path imported lazily
+    from pathlib import Path
+
+    path = Path(checkpoint).resolve()
+    name = path.name if path.is_dir() else path.stem
+    return path.parent / f"eval_{name}"
+
+
+def load_model(checkpoint, model_cfg, class_names: list[str] | None = None):
+    """An ILAModel from any checkpoint ila-fast knows, with ``model_cfg``'s run-time switches.
+
+    Returns (model, description). A training checkpoint or ila-fast file brings its own model
+    config; ``kernels`` and ``official_eval_bn`` come from ``model_cfg`` (they change how the
+    model runs, not its weights). An official file must match ``model_cfg``'s shapes (None:
+    the shapes are read off the file).
+    """
+    import dataclasses
+    import tomllib
+    from pathlib import Path
+
+    import torch
+
+    from ila_fast.config import Config, ModelConfig, build_dataclass
+    from ila_fast.errors import UserError
+    from ila_fast.model import build_model
+    from ila_fast.model.convert import FORMAT, convert_official
+
+    path = Path(checkpoint)
+    if not path.exists():
+        raise UserError(f"--checkpoint {path}: no such file or folder")
+    runtime = {} if model_cfg is None else {"kernels": model_cfg.kernels,
+                                            "official_eval_bn": model_cfg.official_eval_bn}
+    if path.is_dir():
+        from .checkpoint import load_model_state
+        from .export import resolve_checkpoint
+
+        folder = resolve_checkpoint(path)
+        state, meta = load_model_state(folder)
+        saved = build_dataclass(Config, tomllib.loads((folder / "config.toml").read_text()),
+                                str(folder / "config.toml")).model
+        description = f"training checkpoint {folder} (step {meta.get('step')})"
+    else:
+        try:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - official files hold pickled argparse objects: the converter reads them
+            raw = None
+        if isinstance(raw, dict) and raw.get("format") == FORMAT:
+            saved, state = ModelConfig(**raw["config"]), raw["model"]
+            description = f"ila-fast model file {path}"
+        else:
+            given = dataclasses.replace(model_cfg) if model_cfg is not None else None
+            model, report = convert_official(path, given, class_names)
+            return model, f"official ILA checkpoint {path} (converted: {report['mapped']} tensors)"
+    cfg = dataclasses.replace(saved, **runtime)
+    model = build_model(cfg, class_names=class_names)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith(("class_tokens", "text_features"))]
+    if missing or unexpected:
+        raise UserError(f"--checkpoint {path}: weights do not fit the model they were saved with: "
+                        f"missing {missing[:6]}, unexpected {unexpected[:6]}")
+    return model, description
+
+
+def class_names_for(cfg) -> list[str] | None:
+    """Class names from model.class_names or data.labels; a text head cannot do without them."""
+    from ila_fast.data import read_labels
+    from ila_fast.errors import UserError
+
+    source = cfg.model.class_names or cfg.data.labels
+    if source:
+        return read_labels(source)
+    if cfg.model.dataset == "k400":
+        raise UserError("model.dataset = 'k400' classifies by text: set data.labels (or model.class_names) "
+                        "to the label CSV (id,name) the model was trained with")
+    return None
+
+
+def autocast_dtype(precision: str, device):
+    import torch
+
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
+
+
+def run(args) -> int:
+    import json
+    import time
+    from pathlib import Path
+
+    from ila_fast.config import load_config, parse_overrides, to_dict
+
+    cfg = load_config(args.config, parse_overrides(args.overrides))
+    if not cfg.data.val_list:
+        from ila_fast.errors import UserError
+
+        raise UserError(f"{args.config}: data.val_list is not set; give it (or --set data.val_list=PATH)")
+
+    from ila_fast.data import build_loader
+
+    from .distributed import DistEnv, setup_distributed, teardown_distributed
+    from .evaluate import evaluate, format_table, write_confusion
+
+    env = setup_distributed(DistEnv.from_environ(), cfg.train.dist_timeout_s)
+    try:
+        device = env.device()
+        names = class_names_for(cfg)
+        model, description = load_model(args.checkpoint, cfg.model, names)
+        model.to(device)
+        m = model.cfg
+        if m.num_classes != cfg.model.num_classes or m.frames != cfg.model.frames:
+            print(f"eval: the checkpoint's model ({m.frames} frames, {m.num_classes} classes) is used; "
+                  f"the config says {cfg.model.frames} frames, {cfg.model.num_classes} classes")
+        loader = build_loader(cfg.data, "val", m.frames, m.input_size, m.num_classes, rank=env.rank,
+                              world=env.world, device=device, mode=args.mode)
+        dtype = autocast_dtype(args.precision, device)
+        start = time.perf_counter()
+        result = evaluate(model, loader, m.num_classes, env=env, class_names=names, autocast_dtype=dtype,
+                          progress=env.rank == 0)
+        seconds = time.perf_counter() - start
+        if env.rank == 0:
+            out = default_output(args.checkpoint) if args.output is None else Path(args.output)
+            out.mkdir(parents=True, exist_ok=True)
+            report = {"checkpoint": str(args.checkpoint), "model": description, "config": str(args.config),
+                      "mode": args.mode, "precision": args.precision, "world": env.world, "seconds": seconds,
+                      "model_config": to_dict(m), **result.to_dict()}
+            (out / "eval.json").write_text(json.dumps(report, indent=1))
+            picture = write_confusion(result, out / "confusion.png")
+            print(f"{description}\n{args.mode} protocol on {cfg.data.val_list}, {env.world} rank(s), "
+                  f"{seconds:.1f} s\n{format_table(result)}\nwrote {out / 'eval.json'} and {picture}")
+    finally:
+        teardown_distributed()
+    return 0
