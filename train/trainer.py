@@ -20,6 +20,7 @@ repeats no batch and skips none, also with another world size (same ``total_batc
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from pathlib import Path
@@ -122,6 +123,8 @@ class Trainer:
                                            fused=True)
         self.schedule = Schedule(self.optimizer, tc, self.steps_per_epoch)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.bn_buffers = [b for n, b in self.model.named_buffers()
+                           if n.endswith(("running_mean", "running_var", "num_batches_tracked"))]
         torch.manual_seed(tc.seed + 1000 * env.rank + 1)  # drop-path differs per rank
 
     def _resume(self, env: DistEnv) -> None:
@@ -173,6 +176,10 @@ class Trainer:
             self.output.mkdir(parents=True, exist_ok=True)
             (self.output / "config.toml").write_text(to_toml(cfg))
         monitor = Monitor(self.output, env.is_main, self.stop_step, self.step, self.steps_per_epoch)
+        self.sample_file = None
+        if tc.log_samples:
+            self.output.mkdir(parents=True, exist_ok=True)
+            self.sample_file = open(self.output / f"samples.rank{env.rank}.jsonl", "a", buffering=1)
         monitor.message(f"ila-fast {ila_fast.__version__}: {cfg.model.arch} {cfg.model.dataset} "
                         f"{cfg.model.frames}x{cfg.model.input_size}, world {env.world}, {self.device.type}, "
                         f"{self.precision}, compile {self.compile}, {self.accumulation} micro-step(s) of "
@@ -190,6 +197,8 @@ class Trainer:
         finally:
             summary = self._summary(status, counters)
             monitor.close(summary)
+            if self.sample_file is not None:
+                self.sample_file.close()
         return summary
 
     def _run(self, env: DistEnv, monitor: Monitor, counters) -> str:
@@ -240,12 +249,17 @@ class Trainer:
         from ila_fast.data import soft_target_cross_entropy
 
         tc, wait = self.cfg.train, 0.0
+        bn_saved = [b.clone() for b in self.bn_buffers]
         loss_sum = torch.zeros((), device=self.device)
         cls_sum, aux_sum = loss_sum.clone(), loss_sum.clone()
         for micro in range(self.accumulation):
             tick = time.perf_counter()
             batch = next(batches)
             wait += time.perf_counter() - tick
+            if self.sample_file is not None:
+                self.sample_file.write(json.dumps({"step": self.step, "micro": micro, "epoch": self.epoch,
+                                                   "video_index": batch.video_index.tolist(),
+                                                   "position": batch.position.tolist()}) + "\n")
             self.model.set_requires_gradient_sync(micro == self.accumulation - 1)
             out = self.model(batch.video)
             cls = soft_target_cross_entropy(out.logits.float(), batch.target.float())
@@ -264,6 +278,9 @@ class Trainer:
         # The ranks' losses are averaged for the log only; the skip decision uses the global norm,
         # which every rank computes identically (a non-finite loss anywhere makes it non-finite).
         bad = ~(torch.isfinite(norm) & torch.isfinite(loss_sum))
+        # A skipped step must not leave its (possibly non-finite) batch statistics behind either.
+        for buffer, saved in zip(self.bn_buffers, bn_saved):
+            buffer.copy_(torch.where(bad, saved, buffer))
         self.optimizer.found_inf = bad.float()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -285,7 +302,14 @@ class Trainer:
         steps = interval["steps"]
         if steps == 0:
             return
-        values = {k: float(v) for k, v in counters.items()}
+        if dist.get_world_size() > 1:  # the log shows the mean over ranks (loss) and their sums (skips)
+            packed = torch.stack([counters[k] for k in ("loss", "cls", "aux")])
+            dist.all_reduce(packed)
+            packed /= dist.get_world_size()
+            values = {k: float(v) for k, v in counters.items()}
+            values.update(zip(("loss", "cls", "aux"), packed.tolist()))
+        else:
+            values = {k: float(v) for k, v in counters.items()}
         if values["max_streak"] >= tc.max_bad_steps:
             raise TrainingStopped(f"{self.output}: {int(values['max_streak'])} optimizer steps in a row had a "
                                   f"non-finite loss or gradient norm (step {self.step}); the last complete "
