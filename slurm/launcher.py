@@ -53,7 +53,8 @@ def add_arguments(parser) -> None:
     t.add_argument("--max-steps", type=int, help="train.max_steps")
     t.add_argument("--init", help="initialise from this checkpoint (a resumed job continues its own instead)")
     m = parser.add_argument_group("mode")
-    m.add_argument("--local", action="store_true", help="run on this machine with submitit's local executor")
+    m.add_argument("--local", action="store_true", help="run on this machine with submitit's local executor "
+                                                        "(waits for the end)")
     m.add_argument("--dry-run", action="store_true", help="print the resolved sbatch script and exit")
     m.add_argument("--status", metavar="JOB", help="job id (or job folder): state of each round, logs, error")
     m.add_argument("--wait", action="store_true", help="wait for the job(s) to end; exit 1 if one failed")
@@ -101,11 +102,15 @@ def command_overrides(args) -> dict:
 
 def sbatch_parameters(cfg) -> dict:
     """[slurm] -> submitit SlurmExecutor parameters (sbatch options one to one; extras passed through)."""
-    from ila_fast.config import slurm_time_minutes
+    from ila_fast.config import ConfigError, slurm_time_minutes
 
     s = cfg.slurm
+    limit = slurm_time_minutes(s.time)
+    if s.signal_delay_s > limit * 60 - 10:   # the signal would come before Python has even started
+        raise ConfigError(f"slurm.signal_delay_s = {s.signal_delay_s} s leaves no time to train within "
+                          f"slurm.time = {s.time!r}: lower it (e.g. --set slurm.signal_delay_s={max(0, limit * 30)})")
     params = dict(job_name=s.job_name or f"ila-{cfg.name}", nodes=s.nodes, ntasks_per_node=s.tasks,
-                  cpus_per_task=s.cpus_per_task, time=slurm_time_minutes(s.time), signal_delay_s=s.signal_delay_s,
+                  cpus_per_task=s.cpus_per_task, time=limit, signal_delay_s=s.signal_delay_s,
                   # one failing task ends the step at once instead of leaving the others in a collective
                   srun_args=["--kill-on-bad-exit=1"])
     if s.gpus_per_node:
@@ -191,8 +196,8 @@ def run(args) -> int:
         paths = job.paths
         print(f"submitted job {job.job_id}{'  ' + str(point) if point else ''}\n  run folder: {run_dir}\n"
               f"  logs: {paths.stdout}\n        {paths.stderr}\n  follow: tail -F {paths.stdout} {paths.stderr}")
-    print(f"  status: ila-fast submit --status {jobs[0].job_id.split('_')[0]}")
-    if args.wait:
+    print(f"  status: ila-fast submit --status {jobs[0].job_id.split('_')[0]}", flush=True)
+    if args.wait or args.local:   # a local job lives only as long as this process
         return _wait(jobs)
     return 0
 
