@@ -1,10 +1,21 @@
-"""``ila-fast bench data``: clips/s of the data backends, side by side.
+"""``ila-fast bench data``: clips/s of the data backends against an official-style pipeline, side by side.
 
-Rows: a naive baseline (decode the whole video with PyAV, then sample), the CPU backend with
-PyAV (and torchcodec where installed) by worker count, DALI on the CPU (VP9), and DALI on the
-GPU (NVDEC, H.264) when a GPU is present, where the rate an ILA ViT-B/16 trainer consumes
-8x224 clips is measured too (goal: DALI >= 1.5x that rate). All rows run the same SamplePlan
-(training mode: segment sampling, multi-scale crop, colour jitter, grayscale, erasing).
+Every row runs the same SamplePlan (training: segment sampling, multi-scale crop, colour jitter,
+grayscale, erasing) over the same generated H.264 videos (B-frames), in DataLoader workers with one
+thread each, and reports clips/s and the peak RSS of its workers (VmHWM):
+
+* **official-style**: decord ``VideoReader.get_batch`` then cv2 resizes (short side, crop, input
+  size) and numpy colour / normalisation, as the official ILA pipeline does (its colour jitter is
+  replaced by our single affine map, which is cheaper, so the ratio is if anything conservative);
+* **cpu**: the CPU backend (PyAV: seek to the key frame before each frame, skip unneeded
+  non-reference frames, crop before colour conversion), ratio against the official-style row at
+  the same worker count;
+* **levers**: the CPU backend with one lever changed at a time (ratio against the CPU default);
+* **GOP**: both pipelines on the same videos re-encoded with a key frame every 16 vs 250 frames
+  (what ``ila-fast prepare --gop 16`` buys);
+* DALI on the CPU (VP9), and on the GPU (NVDEC) with the trainer's consumption rate when a GPU is present.
+
+decord and OpenCV are benchmark-only dependencies: without them the baseline rows say so.
 """
 from __future__ import annotations
 
@@ -12,7 +23,6 @@ import datetime
 import json
 import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,11 +30,11 @@ import numpy as np
 import torch
 
 
-def _make_data(folder: Path, codec: str, videos: int, frames: int, size: tuple[int, int]) -> Path:
+def _make_data(folder: Path, codec: str, videos: int, frames: int, size: tuple[int, int], gop: int = 32) -> Path:
     from ila_fast.data.synthetic import CLASSES, render_motion, write_video
 
     ext = {"h264": "mp4", "vp9": "webm"}[codec]
-    sub = folder / f"{codec}_{videos}x{frames}_{size[0]}x{size[1]}"
+    sub = folder / f"{codec}_{videos}x{frames}_{size[0]}x{size[1]}_gop{gop}"
     lst = sub / "list.txt"
     if lst.is_file():
         return lst
@@ -34,14 +44,25 @@ def _make_data(folder: Path, codec: str, videos: int, frames: int, size: tuple[i
     for i in range(videos):
         label = i % len(CLASSES)
         clip = render_motion(CLASSES[label][1], frames, size[1], size[0], rng)
-        write_video(sub / f"v{i:03d}.{ext}", clip, codec=codec, gop=32)
+        write_video(sub / f"v{i:03d}.{ext}", clip, codec=codec, gop=gop)
         lines.append(f"v{i:03d}.{ext} {label}")
     lst.write_text("\n".join(lines) + "\n")
     return lst
 
 
-class _NaiveClips(torch.utils.data.Dataset):
-    """The baseline: decode every frame of the video, then take the plan's frames."""
+def official_style_missing() -> str:
+    """'' when decord and OpenCV import, else why the baseline cannot run."""
+    missing = []
+    for module, package in (("decord", "decord"), ("cv2", "opencv-python-headless")):
+        try:
+            __import__(module)
+        except Exception:  # noqa: BLE001 - a broken wheel raises more than ImportError
+            missing.append(package)
+    return f"needs {' and '.join(missing)} (pip install {' '.join(missing)})" if missing else ""
+
+
+class _OfficialStyleClips(torch.utils.data.Dataset):
+    """decord get_batch + cv2 resize / crop / resize + numpy colour and normalisation, per clip."""
 
     def __init__(self, plan, paths, input_size):
         self.plan, self.paths, self.input_size = plan, paths, input_size
@@ -50,26 +71,59 @@ class _NaiveClips(torch.utils.data.Dataset):
         return len(self.plan)
 
     def __getitem__(self, position):
-        from ila_fast.data.augment import transform_clip
-        from ila_fast.data.decode import decode_all_then_sample
+        import cv2
+        import decord
+        from ila_fast.data.augment import color_affine, rotate_and_erase
 
+        from ila_fast.config import PIXEL_MEAN, PIXEL_STD
+
+        cv2.setNumThreads(1)
         spec = self.plan.clip(0, position)
-        frames = decode_all_then_sample(self.paths[spec.video], spec.frames)
-        return transform_clip(frames, spec, self.input_size), spec.label
+        reader = decord.VideoReader(self.paths[spec.video], num_threads=1)
+        frames = reader.get_batch(list(spec.frames)).asnumpy()  # (T, H, W, 3) uint8 RGB
+        h, w = frames.shape[1:3]
+        size = self.input_size
+        f = round(self.plan.s.resize_ratio * size) / min(w, h)
+        x, y, cw, ch = (int(round(v * f)) for v in spec.raw_crop)
+        out = []
+        for frame in frames:  # short side to 256, the multi-scale crop, then to 224 (cv2 bilinear)
+            frame = cv2.resize(frame, (int(w * f + 0.5), int(h * f + 0.5)), interpolation=cv2.INTER_LINEAR)
+            out.append(cv2.resize(frame[y:y + ch, x:x + cw], (size, size), interpolation=cv2.INTER_LINEAR))
+        clip = np.stack(out).astype(np.float32)
+        m, t = color_affine(spec.augment)
+        clip = np.clip(clip @ m.T + t, 0, 255)
+        clip = (clip - np.asarray(PIXEL_MEAN, np.float32)) / np.asarray(PIXEL_STD, np.float32)
+        clip = torch.from_numpy(np.ascontiguousarray(clip.transpose(0, 3, 1, 2)))
+        return rotate_and_erase(clip, spec).contiguous(), spec.label
 
 
-def _rate(batches, clips_wanted: int, sync=None) -> float:
-    """Clips/s from creating the iterator (worker / pipeline start included) to ``clips_wanted`` clips."""
+def _worker_peak_mb(iterator) -> float | None:
+    """The largest peak RSS (VmHWM) among a DataLoader iterator's live worker processes."""
+    peaks = []
+    for worker in getattr(iterator, "_workers", []):
+        try:
+            for line in Path(f"/proc/{worker.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks.append(int(line.split()[1]) / 1024)
+        except OSError:
+            pass
+    return max(peaks) if peaks else None
+
+
+def _rate(batches, clips_wanted: int, sync=None) -> tuple[float, float | None]:
+    """(clips/s from creating the iterator, worker start included, to ``clips_wanted`` clips; worker peak MB)."""
     start = time.perf_counter()
     n = 0
+    peak = None
     for batch in batches:
         video = batch["video"] if isinstance(batch, dict) else batch[0]
         n += video.shape[0]
         if n >= clips_wanted:
+            peak = _worker_peak_mb(batches)
             break
     if sync:
         sync()
-    return n / (time.perf_counter() - start)
+    return n / (time.perf_counter() - start), peak
 
 
 def _plan(list_path: Path, args, repeat: int):
@@ -124,80 +178,111 @@ def measure(args) -> list[dict]:
         torch.set_num_threads(threads)
 
 
+# lever -> PyAVDecoder options that differ from the default (threads 1, seek, skip non-reference frames)
+LEVERS = {
+    "no seek (decode from the start)": {"seek": False},
+    "no non-reference skipping": {"skip_nonref": False},
+    "2 decoder threads": {"threads": 2},
+}
+
+
 def _measure(args) -> list[dict]:
     from ila_fast.data.cpu_backend import CpuBackend
     from ila_fast.data.dali_backend import dali_available
-    from ila_fast.data.decode import torchcodec_available
 
-    w, h = (int(v) for v in args.size.lower().split("x"))
+    w, h = args.size if isinstance(args.size, tuple) else (int(v) for v in args.size.lower().split("x"))
     folder = Path(args.data)
-    workers = [int(x) for x in args.workers.split(",") if x != ""]
+    workers = [int(x) for x in (args.workers if isinstance(args.workers, list) else args.workers.split(","))]
+    gops = [int(x) for x in (args.gops if isinstance(args.gops, list) else str(args.gops).split(","))]
+    # every video first: once decord / cv2 (their own FFmpeg builds) are loaded, PyAV's VP9 encoder fails to open
+    lists = {gop: _make_data(folder, "h264", args.videos, args.frames, (w, h), gop) for gop in gops}
+    vp9_list = _make_data(folder, "vp9", args.videos, args.frames, (w, h), gops[0])
+    baseline_missing = official_style_missing()
     rows = []
     repeat = max(1, -(-(args.clips + 2 * args.batch_size) // args.videos))
-    lists = {codec: _make_data(folder, codec, args.videos, args.frames, (w, h)) for codec in ("h264", "vp9")}
-    naive = {}
-    for codec, lst in lists.items():
-        ds, plan, _ = _plan(lst, args, repeat)
+
+    def cpu_row(plan, paths, ds, nw, label, gop, options=None):
+        backend = CpuBackend(plan, paths, ds.infos, args.input_size, num_workers=nw, decoder="pyav",
+                             decoder_options=options)
+        rate, peak = _rate(backend.epoch(0), args.clips)
+        return dict(backend="cpu", decoder="pyav", variant=label, codec="h264", gop=gop, workers=nw, device="cpu",
+                    clips_per_s=rate, worker_peak_mb=peak)
+
+    for gi, gop in enumerate(gops):
+        ds, plan, _ = _plan(lists[gop], args, repeat)
         paths = [ds.full_path(i) for i in range(len(ds))]
         for nw in workers:
-            loader = torch.utils.data.DataLoader(_NaiveClips(plan, paths, args.input_size),
-                                                 batch_size=args.batch_size, num_workers=nw,
-                                                 prefetch_factor=4 if nw else None)
-            rate = _rate(loader, args.clips)
-            naive[(codec, nw)] = rate
-            rows.append(dict(backend="naive (decode all, then sample)", decoder="pyav", codec=codec, workers=nw,
-                             device="cpu", clips_per_s=rate))
-        decoders = ["pyav"] + (["torchcodec"] if torchcodec_available() else [])
-        for dec in decoders:
-            for nw in workers:
-                backend = CpuBackend(plan, paths, ds.infos, args.input_size, num_workers=nw, decoder=dec)
-                rate = _rate(backend.epoch(0), args.clips)
-                rows.append(dict(backend="cpu", decoder=dec, codec=codec, workers=nw, device="cpu", clips_per_s=rate,
-                                 vs_naive=rate / naive[(codec, nw)]))
+            official = None
+            if baseline_missing:
+                rows.append(dict(backend="official-style (decord + cv2)", decoder="decord", variant="baseline",
+                                 codec="h264", gop=gop, workers=nw, device="cpu", clips_per_s=float("nan"),
+                                 skipped=baseline_missing))
+            else:
+                loader = torch.utils.data.DataLoader(_OfficialStyleClips(plan, paths, args.input_size),
+                                                     batch_size=args.batch_size, num_workers=nw,
+                                                     prefetch_factor=4 if nw else None)
+                official, peak = _rate(iter(loader), args.clips)
+                rows.append(dict(backend="official-style (decord + cv2)", decoder="decord", variant="baseline",
+                                 codec="h264", gop=gop, workers=nw, device="cpu", clips_per_s=official,
+                                 worker_peak_mb=peak))
+            row = cpu_row(plan, paths, ds, nw, "default", gop)
+            row["vs_official"] = row["clips_per_s"] / official if official else None
+            rows.append(row)
+            default = row["clips_per_s"]
+            if gi == 0 and nw == max(1, min(x for x in workers if x > 0) if any(workers) else 0):
+                for label, options in LEVERS.items():
+                    lever = cpu_row(plan, paths, ds, nw, label, gop, options)
+                    lever["vs_cpu_default"] = lever["clips_per_s"] / default
+                    rows.append(lever)
     if dali_available():
         from ila_fast.data.dali_backend import DaliBackend
 
-        ds, plan, _ = _plan(lists["vp9"], args, repeat)
+        ds, plan, _ = _plan(vp9_list, args, repeat)
         paths = [ds.full_path(i) for i in range(len(ds))]
         for nw in [x for x in workers if x > 0] or [1]:
             backend = DaliBackend(plan, paths, ds.infos, args.input_size, args.frames_per_clip, device="cpu",
                                   num_threads=nw)
-            rate = _rate(backend.epoch(0), args.clips)
-            rows.append(dict(backend="dali", decoder="ffmpeg (cpu)", codec="vp9", workers=nw, device="cpu",
-                             clips_per_s=rate, vs_naive=rate / naive.get(("vp9", nw), float("nan"))))
+            rate, _ = _rate(backend.epoch(0), args.clips)
+            rows.append(dict(backend="dali", decoder="ffmpeg (cpu)", variant="default", codec="vp9", gop=gops[0],
+                             workers=nw, device="cpu", clips_per_s=rate))
         if torch.cuda.is_available():
             for codec in ("h264", "vp9"):
-                ds, plan, _ = _plan(lists[codec], args, repeat * 4)
+                ds, plan, _ = _plan(lists[gops[0]] if codec == "h264" else vp9_list, args, repeat * 4)
                 paths = [ds.full_path(i) for i in range(len(ds))]
                 for threads in (2, 4):
                     backend = DaliBackend(plan, paths, ds.infos, args.input_size, args.frames_per_clip,
                                           device="mixed", num_threads=threads)
-                    rate = _rate(backend.epoch(0), args.clips * 4, sync=torch.cuda.synchronize)
-                    rows.append(dict(backend="dali", decoder="nvdec (mixed)", codec=codec, workers=threads,
-                                     device=torch.cuda.get_device_name(), clips_per_s=rate,
-                                     vs_naive=rate / naive.get((codec, max(workers)), float("nan"))))
+                    rate, _ = _rate(backend.epoch(0), args.clips * 4, sync=torch.cuda.synchronize)
+                    rows.append(dict(backend="dali", decoder="nvdec (mixed)", variant="default", codec=codec,
+                                     gop=gops[0], workers=threads, device=torch.cuda.get_device_name(),
+                                     clips_per_s=rate))
     else:
-        rows.append(dict(backend="dali", decoder="not installed (pip install 'ila-fast[dali]')", codec="-",
-                         workers=0, device="-", clips_per_s=float("nan")))
+        rows.append(dict(backend="dali", decoder="-", variant="-", codec="-", gop="-", workers=0, device="-",
+                         clips_per_s=float("nan"), skipped="not installed (pip install 'ila-fast[dali]')"))
     if torch.cuda.is_available() and not args.no_trainer:
         try:
             rate = _trainer_rate(args)
-            rows.append(dict(backend="trainer (ILA ViT-B/16, bf16 fwd+bwd)", decoder="-", codec="-", workers=0,
-                             device=torch.cuda.get_device_name(), clips_per_s=rate))
+            rows.append(dict(backend="trainer (ILA ViT-B/16, bf16 fwd+bwd)", decoder="-", variant="-", codec="-",
+                             gop="-", workers=0, device=torch.cuda.get_device_name(), clips_per_s=rate))
         except Exception as e:  # noqa: BLE001 - report, keep the data rows
             print(f"trainer rate not measured: {type(e).__name__}: {e}")
     return rows
 
 
 def format_table(rows: list[dict], args) -> str:
+    size = args.size if isinstance(args.size, str) else "x".join(map(str, args.size))
     head = (f"clips/s of {args.frames_per_clip}x{args.input_size} training clips (batch {args.batch_size}; "
-            f"videos {args.size}, {args.frames} frames, GOP 32; {os.cpu_count()} CPU cores)")
-    lines = [head, "", "| backend | decoder | codec | workers | device | clips/s | vs naive |",
-             "|---|---|---|---|---|---|---|"]
+            f"videos {size}, {args.frames} frames, H.264 with B-frames; {os.cpu_count()} CPU cores, "
+            "one thread per worker)")
+    lines = [head, "", "| backend | variant | codec | GOP | workers | clips/s | ratio | worker peak RSS |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        ratio = r.get("vs_naive")
-        lines.append(f"| {r['backend']} | {r['decoder']} | {r['codec']} | {r['workers']} | {r['device']} | "
-                     f"{r['clips_per_s']:.1f} | {'' if ratio is None else f'{ratio:.2f}x'} |")
+        ratio = r.get("vs_official") if r.get("vs_official") is not None else r.get("vs_cpu_default")
+        kind = " vs official" if r.get("vs_official") is not None else " vs cpu default" if ratio else ""
+        rate = f"{r['clips_per_s']:.1f}" if r["clips_per_s"] == r["clips_per_s"] else f"skipped: {r.get('skipped')}"
+        peak = f"{r['worker_peak_mb']:.0f} MB" if r.get("worker_peak_mb") else "-"
+        lines.append(f"| {r['backend']} | {r['variant']} | {r['codec']} | {r['gop']} | {r['workers']} | {rate} | "
+                     f"{'' if ratio is None else f'{ratio:.2f}x{kind}'} | {peak} |")
     trainer = [r for r in rows if r["backend"].startswith("trainer")]
     gpu = [r for r in rows if r["decoder"] == "nvdec (mixed)" and r["codec"] == "h264"]
     if trainer and gpu:
@@ -214,23 +299,23 @@ def run(args) -> int:
         import av
         from ila_fast.data.dali_backend import dali_available
 
-        meta = {"command": "ila-fast bench data " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in
-                                                               vars(args).items() if not k.startswith("_")
-                                                               and k not in ("command", "bench") and v not in (None, False)),
+        meta = {"command": "ila-fast bench data " + " ".join(
+                    f"--{k.replace('_', '-')} {v if not isinstance(v, (list, tuple)) else ','.join(map(str, v))}"
+                    for k, v in vars(args).items()
+                    if not k.startswith("_") and k not in ("command", "bench", "func") and v not in (None, False)),
                 "date": datetime.datetime.now().isoformat(timespec="seconds"), "host": platform.node(),
                 "cpu_cores": os.cpu_count(), "torch": torch.__version__, "pyav": av.__version__,
                 "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
         meta["load_average_after"] = os.getloadavg()  # other jobs on a shared machine skew the rates
+        for module in ("decord", "cv2", "torchcodec"):
+            try:
+                meta[module] = __import__(module).__version__
+            except Exception:  # noqa: BLE001 - optional
+                pass
         if dali_available():
             import nvidia.dali
 
             meta["dali"] = nvidia.dali.__version__
-        try:
-            import torchcodec
-
-            meta["torchcodec"] = torchcodec.__version__
-        except Exception:  # noqa: BLE001 - optional
-            pass
         Path(args.save).parent.mkdir(parents=True, exist_ok=True)
         Path(args.save).write_text(json.dumps({"meta": meta, "rows": rows, "table": table}, indent=1))
     return 0

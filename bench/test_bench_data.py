@@ -2,7 +2,7 @@
 
     .venv/bin/pytest bench/test_bench_data.py --benchmark-group-by=param:codec
 
-The naive baseline decodes each whole video, then samples; the CPU backend seeks; DALI runs
+The official-style baseline is decord get_batch + cv2 transforms; the CPU backend seeks; DALI runs
 on the CPU (VP9) here and on NVDEC when a GPU is present. ``ila-fast bench data`` prints the
 fuller table (worker counts, trainer consumption rate on a GPU).
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from ila_fast.bench.data_table import _make_data, _NaiveClips, _plan
+from ila_fast.bench.data_table import _make_data, _OfficialStyleClips, _plan, official_style_missing
 
 ARGS = argparse.Namespace(frames_per_clip=8, input_size=224, batch_size=8)
 
@@ -26,8 +26,10 @@ def data():
 def _one_batch(backend_name, codec, data):
     ds, plan, _ = _plan(data[codec], ARGS, 4)
     paths = [ds.full_path(i) for i in range(len(ds))]
-    if backend_name == "naive":
-        loader = torch.utils.data.DataLoader(_NaiveClips(plan, paths, 224), batch_size=8)
+    if backend_name == "official-style":
+        if official_style_missing():
+            pytest.skip(f"the official-style baseline {official_style_missing()}")
+        loader = torch.utils.data.DataLoader(_OfficialStyleClips(plan, paths, 224), batch_size=8)
         return lambda: next(iter(loader))
     if backend_name == "cpu-pyav":
         from ila_fast.data.cpu_backend import CpuBackend
@@ -44,7 +46,7 @@ def _one_batch(backend_name, codec, data):
 
 
 @pytest.mark.parametrize("codec", ["h264", "vp9"])
-@pytest.mark.parametrize("backend", ["naive", "cpu-pyav", "dali"])
+@pytest.mark.parametrize("backend", ["official-style", "cpu-pyav", "dali"])
 def test_batch_of_training_clips(benchmark, backend, codec, data):
     if backend == "dali":
         pytest.importorskip("nvidia.dali")

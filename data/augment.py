@@ -140,6 +140,25 @@ def rotate_and_erase_batch(batch: torch.Tensor, specs: list[ClipSpec]) -> torch.
     return batch
 
 
+def color_normalize(clip: torch.Tensor, aug: AugmentParams) -> torch.Tensor:
+    """``normalize(apply_color(clip, aug))`` in one pass: the colour map and the normalisation are
+    one affine map per pixel, and the clamp to 0..255 becomes a per-channel clamp to the normalised
+    images of 0 and 255. Written as elementwise multiply-adds (not a convolution), so the result
+    does not depend on the number of threads."""
+    m, t = color_affine(aug)
+    mean, std = np.asarray(PIXEL_MEAN, np.float64), np.asarray(PIXEL_STD, np.float64)
+    weight, bias = (m / std[:, None]).astype(np.float32), ((t - mean) / std).astype(np.float32)
+    low, high = -mean / std, (255.0 - mean) / std
+    src = [clip[:, j] for j in range(3)]
+    out = torch.empty(clip.shape, dtype=clip.dtype, device=clip.device)
+    for c in range(3):
+        channel = out[:, c]
+        torch.mul(src[0], float(weight[c, 0]), out=channel)
+        channel.add_(src[1], alpha=float(weight[c, 1])).add_(src[2], alpha=float(weight[c, 2]))
+        channel.add_(float(bias[c])).clamp_(float(low[c]), float(high[c]))
+    return out
+
+
 def transform_clip(frames: np.ndarray | torch.Tensor, spec: ClipSpec, size: int,
                    antialias: bool = False, cropped: bool = False) -> torch.Tensor:
     """All four steps on the CPU: (T, H, W, 3) uint8 raw frames -> (T, 3, S, S) float32.
@@ -149,5 +168,5 @@ def transform_clip(frames: np.ndarray | torch.Tensor, spec: ClipSpec, size: int,
     frames = torch.as_tensor(frames)
     box = (0, 0, frames.shape[2], frames.shape[1]) if cropped else spec.raw_crop
     clip = crop_resize(frames, box, size, antialias)
-    clip = normalize(apply_color(clip, spec.augment))
+    clip = color_normalize(clip, spec.augment)
     return rotate_and_erase(clip, spec).contiguous()

@@ -18,8 +18,10 @@ class PlanClips(Dataset):
     """Position -> transformed clip for one epoch of a plan (a map-style dataset)."""
 
     def __init__(self, plan: SamplePlan, paths: list[str], infos, epoch: int, input_size: int,
-                 decoder: str = "auto", antialias: bool = False, known_bad: dict | None = None):
+                 decoder: str = "auto", antialias: bool = False, known_bad: dict | None = None,
+                 decoder_options: dict | None = None):
         self.plan, self.paths, self.infos = plan, paths, infos
+        self.decoder_options = dict(decoder_options or {})  # PyAVDecoder levers (threads, seek, skip_nonref)
         self.known_bad = dict(known_bad or {})  # found bad in earlier epochs: not tried again
         self.epoch, self.input_size, self.decoder_name, self.antialias = epoch, input_size, decoder, antialias
         self._decoder = None
@@ -33,7 +35,7 @@ class PlanClips(Dataset):
         if self._decoder is None:  # built lazily, inside each worker
             from .decode import make_decoder  # noqa: PLC0415
 
-            self._decoder = make_decoder(self.decoder_name)
+            self._decoder = make_decoder(self.decoder_name, **self.decoder_options)
         return self._decoder
 
     def __getitem__(self, position: int) -> dict:
@@ -75,8 +77,10 @@ class CpuBackend:
     name = "cpu"
 
     def __init__(self, plan: SamplePlan, paths: list[str], infos, input_size: int, num_workers: int = 4,
-                 decoder: str = "auto", antialias: bool = False, pin_memory: bool = False):
+                 decoder: str = "auto", antialias: bool = False, pin_memory: bool = False,
+                 decoder_options: dict | None = None):
         self.plan, self.paths, self.infos = plan, paths, infos
+        self.decoder_options = dict(decoder_options or {})
         self.input_size, self.num_workers, self.decoder = input_size, num_workers, decoder
         self.antialias, self.pin_memory = antialias, pin_memory
         self.known_bad: dict[int, tuple[str, str]] = {}  # filled by the loader from its bad-video log
@@ -89,7 +93,7 @@ class CpuBackend:
 
     def epoch(self, epoch: int, start_step: int = 0):
         dataset = PlanClips(self.plan, self.paths, self.infos, epoch, self.input_size, self.decoder,
-                            self.antialias, self.known_bad)
+                            self.antialias, self.known_bad, self.decoder_options)
         batches = [list(self.plan.batch_positions(s)) for s in range(start_step, self.plan.steps_per_epoch)]
         if not batches:
             return iter(())

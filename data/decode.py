@@ -36,34 +36,66 @@ def prescale_factor(crop_w: int, crop_h: int, out_size: int | None) -> float:
     return 1.0 / ratio if ratio > 1.0 else 1.0
 
 
-def _convert(frame, box) -> np.ndarray:
-    """One av.VideoFrame's (x, y, w, h) region -> (h, w, 3) uint8 RGB, converting only that region."""
-    x, y, w, h = box
-    fmt = frame.format.name
-    if fmt not in _YUV420:
-        return frame.to_ndarray(format="rgb24")[y:y + h, x:x + w]
-    # a margin of one chroma sample (two pixels, even-aligned) around the box
-    x0, y0 = max(0, (x - 2) & ~1), max(0, (y - 2) & ~1)
-    x1, y1 = min(frame.width, x + w + 2), min(frame.height, y + h + 2)
-    planes = []
-    for p, plane in enumerate(frame.planes):
-        buf = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
-        s = 1 if p == 0 else 2
-        planes.append(buf[y0 // s:-(-y1 // s), x0 // s:-(-x1 // s)][None])
-    full = _YUV420[fmt] or int(getattr(frame, "color_range", 0) or 0) == 2
-    bt709 = int(getattr(frame, "colorspace", 0) or 0) == 1
-    rgb = yuv420_to_rgb(planes[0][:, : y1 - y0, : x1 - x0], planes[1], planes[2], full_range=full, bt709=bt709)
-    return rgb[0, y - y0:y - y0 + h, x - x0:x - x0 + w]
+class _Region:
+    """The (x, y, w, h) box of one frame, kept as copied YUV 4:2:0 planes (with a one-chroma-sample
+    margin, so the chroma interpolation at the box's edge is the full frame's) or as RGB for other
+    formats; ``_to_rgb`` converts the regions of a clip in one vectorised call."""
+
+    def __init__(self, frame, box):
+        x, y, w, h = box
+        fmt = frame.format.name
+        self.box = box
+        if fmt not in _YUV420:
+            self.rgb = frame.to_ndarray(format="rgb24")[y:y + h, x:x + w]
+            return
+        self.rgb = None
+        x0, y0 = max(0, (x - 2) & ~1), max(0, (y - 2) & ~1)
+        x1, y1 = min(frame.width, x + w + 2), min(frame.height, y + h + 2)
+        self.origin = (x0, y0)
+        planes = []
+        for p, plane in enumerate(frame.planes):
+            buf = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+            s = 1 if p == 0 else 2
+            planes.append(buf[y0 // s:-(-y1 // s), x0 // s:-(-x1 // s)].copy())
+        self.planes = planes
+        self.kind = (_YUV420[fmt] or int(getattr(frame, "color_range", 0) or 0) == 2,
+                     int(getattr(frame, "colorspace", 0) or 0) == 1)
+
+
+def _to_rgb(regions: list[_Region]) -> np.ndarray:
+    """(T, h, w, 3) uint8 RGB of the regions (same box; one conversion when all are alike)."""
+    first = regions[0]
+    x, y, w, h = first.box
+    if first.rgb is None and all(r.rgb is None and r.kind == first.kind and r.planes[0].shape ==
+                                 first.planes[0].shape for r in regions):
+        ys, us, vs = (np.stack([r.planes[p] for r in regions]) for p in range(3))
+        rgb = yuv420_to_rgb(ys, us, vs, full_range=first.kind[0], bt709=first.kind[1])
+        ox, oy = x - first.origin[0], y - first.origin[1]
+        return rgb[:, oy:oy + h, ox:ox + w]
+    return np.stack([r.rgb if r.rgb is not None else _to_rgb([r])[0] for r in regions])
+
+
+def _frames(container, stream, needed_pts: set[int] | None):
+    """Decoded frames of ``stream``; with ``needed_pts``, non-reference frames not needed are skipped."""
+    if needed_pts is None:
+        yield from container.decode(stream)
+        return
+    ctx = stream.codec_context
+    for packet in container.demux(stream):
+        ctx.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in needed_pts else "NONREF"
+        yield from packet.decode()
 
 
 class PyAVDecoder:
     name = "pyav"
 
-    def __init__(self, threads: int = 1):
+    def __init__(self, threads: int = 1, seek: bool = True, skip_nonref: bool = True):
+        """``seek``: start at the key frame before each needed frame (else decode from the start);
+        ``skip_nonref``: do not decode non-reference frames (most B-frames) that are not needed."""
         import av  # noqa: PLC0415 - optional dependency (pip install ila-fast[cpu-video])
 
         self.av = av
-        self.threads = threads
+        self.threads, self.seek, self.skip_nonref = threads, seek, skip_nonref
 
     def decode(self, path: str, indices, info: VideoInfo, crop=None, out_size: int | None = None) -> np.ndarray:
         """(len(indices), h, w, 3) uint8 of the raw-pixel box ``crop`` (None: the whole frame).
@@ -74,7 +106,7 @@ class PyAVDecoder:
         """
         box = tuple(crop) if crop is not None else (0, 0, info.width, info.height)
         try:
-            return self._decode(path, indices, info, box, out_size, seek=info.index_by == "pts")
+            return self._decode(path, indices, info, box, out_size, seek=self.seek and info.index_by == "pts")
         except BadVideo as first:
             if first.detail.startswith("frame") and info.index_by == "pts":
                 # a seek that landed late or nowhere (MPEG-TS / PS): decode from the start instead
@@ -107,13 +139,17 @@ class PyAVDecoder:
         else:
             size, cbox = (info.width, info.height), box
 
-        def keep(frame) -> np.ndarray:
+        def keep(frame) -> _Region:
             if (frame.width, frame.height) != size:  # a resolution change, or the 4K prescale
                 frame = frame.reformat(width=size[0], height=size[1], interpolation="BILINEAR")
-            return _convert(frame, cbox)
+            return _Region(frame, cbox)
 
         wanted_lookup = set(wanted)
-        got: dict[int, np.ndarray] = {}
+        # Skipping non-reference frames needs each packet's frame index (pts) and one decoding
+        # thread (the skip setting is read as each packet is sent).
+        skip_pts = ({info.frame_pts(i) for i in wanted} if self.skip_nonref and not by_count and self.threads == 1
+                    else None)
+        got: dict[int, _Region] = {}
         try:
             with av.open(path) as container:
                 stream = container.streams[info.stream]
@@ -124,7 +160,7 @@ class PyAVDecoder:
                     if frames_iter is None or (seek and key > position):
                         if seek:
                             container.seek(info.frame_pts(key), stream=stream, backward=True, any_frame=False)
-                        frames_iter, position = container.decode(stream), -1
+                        frames_iter, position = _frames(container, stream, skip_pts), -1
                     for frame in frames_iter:
                         if by_count:
                             counter += 1
@@ -138,7 +174,7 @@ class PyAVDecoder:
                             if idx >= target:
                                 break
                             continue
-                        got[idx] = keep(frame)  # converted now: the decoded frame is released
+                        got[idx] = keep(frame)  # the crop's planes copied: the decoded frame is released
                         if idx >= target:
                             break
                     if target not in got:
@@ -147,7 +183,7 @@ class PyAVDecoder:
         except av.error.FFmpegError as e:
             raise BadVideo("decode_error", str(e)[:200], path) from None
         lookup = {i: k for k, i in enumerate(wanted)}
-        rgb = np.stack([got[i] for i in wanted])
+        rgb = _to_rgb([got[i] for i in wanted])
         return rgb[[lookup[int(i)] for i in indices]]
 
 
@@ -216,11 +252,11 @@ def check_decoder(name: str) -> None:
                           "pip install 'ila-fast[cpu-video]' (or av)") from None
 
 
-def make_decoder(name: str = "auto", threads: int = 1):
+def make_decoder(name: str = "auto", threads: int = 1, **pyav_options):
     if name == "torchcodec" or (name == "auto" and torchcodec_available()):
         return TorchCodecDecoder(threads)
     try:
-        return PyAVDecoder(threads)
+        return PyAVDecoder(threads, **pyav_options)
     except ImportError as e:
         raise ImportError("the CPU video backend needs PyAV: pip install 'ila-fast[cpu-video]' (or av)") \
             from e

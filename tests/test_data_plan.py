@@ -192,3 +192,14 @@ def test_augment_params_and_mix():
         y0, y1, x0, x1 = m.box
         assert m.lam == pytest.approx(1 - (y1 - y0) * (x1 - x0) / 224 ** 2)
     assert make_plan(mode="val").mix(0, 0).mode == "none"
+
+
+def test_fused_colour_and_normalisation_matches_the_two_steps_in_float64():
+    import torch
+    from ila_fast.data.augment import apply_color, color_normalize, normalize
+    from ila_fast.data.plan import AugmentParams
+
+    x = torch.rand(3, 3, 17, 19, generator=torch.Generator().manual_seed(0)) * 300 - 20  # out of range too
+    for aug in (AugmentParams(), AugmentParams(1.3, 0.7, 1.15, 30.0), AugmentParams(0.8, 1.2, 1.0, -12.0, True)):
+        ref = normalize(apply_color(x.double(), aug))
+        assert torch.allclose(color_normalize(x, aug).double(), ref, atol=1e-5), aug
