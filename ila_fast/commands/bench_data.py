@@ -22,8 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="DIR", help="folder for the generated benchmark videos (reused when present)")
     parser.add_argument("--videos", type=positive_int, default=12, help="distinct videos per codec")
     parser.add_argument("--frames", type=positive_int, default=150, help="frames per video (Kinetics: ~250-300)")
-    parser.add_argument("--size", type=_checked(size_wxh), default="320x240",
+    parser.add_argument("--size", type=_checked(size_wxh), default="340x256",
                         help="video WIDTHxHEIGHT (Kinetics: ~340x256)")
+    parser.add_argument("--gops", type=_checked(int_list), default="16,250",
+                        help="key-frame intervals of the H.264 videos (the first one also for the lever rows)")
     parser.add_argument("--clips", type=positive_int, default=96, help="clips timed per row (start-up included)")
     parser.add_argument("--batch-size", type=positive_int, default=8, help="clips per batch")
     parser.add_argument("--frames-per-clip", type=positive_int, default=8, help="frames per clip (T)")
