@@ -105,9 +105,9 @@ def pair_correlation(z: torch.Tensor,
     """
     x = pair_maps(z)
     x = F.conv2d(x, dw_weight, dw_bias, padding=1, groups=x.shape[1])
-    x = F.relu(F.batch_norm(x, dw_bn_mean, dw_bn_var, dw_bn_weight, dw_bn_bias, training, momentum, eps))
+    x = F.relu(batch_norm(x, dw_bn_mean, dw_bn_var, dw_bn_weight, dw_bn_bias, training, momentum, eps))
     x = F.conv2d(x, pw_weight, pw_bias)
-    return F.relu(F.batch_norm(x, pw_bn_mean, pw_bn_var, pw_bn_weight, pw_bn_bias, training, momentum, eps))
+    return F.relu(batch_norm(x, pw_bn_mean, pw_bn_var, pw_bn_weight, pw_bn_bias, training, momentum, eps))
 
 
 def pair_correlation_dense(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
@@ -116,4 +116,22 @@ def pair_correlation_dense(z: torch.Tensor, weight: torch.Tensor, bias: torch.Te
                            training: bool, momentum: float, eps: float) -> torch.Tensor:
     """SSv2 interactive-block front: dense 3x3 conv 2D -> C + BN + ReLU. Returns (B*(T-1), C, G, G)."""
     x = F.conv2d(pair_maps(z), weight, bias, padding=1)
-    return F.relu(F.batch_norm(x, bn_mean, bn_var, bn_weight, bn_bias, training, momentum, eps))
+    return F.relu(batch_norm(x, bn_mean, bn_var, bn_weight, bn_bias, training, momentum, eps))
+
+
+def batch_norm(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+               training: bool, momentum: float, eps: float) -> torch.Tensor:
+    """``F.batch_norm`` computed in at least fp32, returned in x's dtype.
+
+    Under FSDP's bf16 parameters the affine weights arrive in bf16 while the running statistics
+    stay fp32 (which ``F.batch_norm`` refuses to mix); the fused ops also normalise in fp32.
+    fp32 / fp64 inputs with matching statistics compute exactly ``F.batch_norm``.
+    """
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    stats_cast = mean.dtype != dtype
+    m, v = (mean.to(dtype), var.to(dtype)) if stats_cast else (mean, var)
+    out = F.batch_norm(x.to(dtype), m, v, weight.to(dtype), bias.to(dtype), training, momentum, eps)
+    if stats_cast and training:  # F.batch_norm updated the copies: write them back
+        mean.copy_(m)
+        var.copy_(v)
+    return out.to(x.dtype)

@@ -123,6 +123,9 @@ class Trainer:
                                            fused=True)
         self.schedule = Schedule(self.optimizer, tc, self.steps_per_epoch)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        # fp16 trains with a dynamic loss scale kept on the device; bf16 and fp32 need none.
+        self.loss_scale = torch.tensor(2.0 ** 16, device=device) if self.precision == "fp16" else None
+        self.scale_clean = torch.zeros((), device=device, dtype=torch.int64)
         self.bn_buffers = [b for n, b in self.model.named_buffers()
                            if n.endswith(("running_mean", "running_var", "num_batches_tracked"))]
         torch.manual_seed(tc.seed + 1000 * env.rank + 1)  # drop-path differs per rank
@@ -151,6 +154,9 @@ class Trainer:
         checkpoint.load(path, self.model, self.optimizer)
         self.step, self.epoch, self.step_in_epoch = meta["step"], meta["epoch"], meta["step_in_epoch"]
         self.pending_eval = meta.get("pending_eval")
+        if self.loss_scale is not None and meta.get("loss_scale"):
+            self.loss_scale.fill_(meta["loss_scale"])
+            self.scale_clean.fill_(meta.get("loss_scale_clean_steps", 0))
         restored = meta["world"] == env.world and checkpoint.restore_rng(path, env.rank)
         self.resumed_from = path
         self.monitor_note = (f"resumed from {path} at step {self.step} (epoch {self.epoch}, step "
@@ -265,7 +271,8 @@ class Trainer:
             cls = soft_target_cross_entropy(out.logits.float(), batch.target.float())
             aux = out.aux_loss.float()
             loss = cls + tc.aux_loss_weight * aux
-            (loss / self.accumulation).backward()
+            scaled = loss / self.accumulation
+            (scaled * self.loss_scale if self.loss_scale is not None else scaled).backward()
             loss_sum += loss.detach() / self.accumulation
             cls_sum += cls.detach() / self.accumulation
             aux_sum += aux.detach() / self.accumulation
@@ -273,10 +280,16 @@ class Trainer:
         norm = torch.nn.utils.get_total_norm(grads, foreach=True)
         if hasattr(norm, "full_tensor"):
             norm = norm.full_tensor()
-        if tc.grad_clip > 0:
-            torch.nn.utils.clip_grads_with_norm_(self.params, tc.grad_clip, norm, foreach=True)
-        # The ranks' losses are averaged for the log only; the skip decision uses the global norm,
-        # which every rank computes identically (a non-finite loss anywhere makes it non-finite).
+        scale = self.loss_scale
+        norm = norm / scale if scale is not None else norm  # the true norm of the unscaled gradient
+        # Unscale and clip in one multiply, on the device (no host sync).
+        coef = torch.clamp(tc.grad_clip / (norm + 1e-6), max=1.0) if tc.grad_clip > 0 else torch.ones_like(norm)
+        if scale is not None:
+            coef = coef / scale
+        if tc.grad_clip > 0 or scale is not None:
+            torch._foreach_mul_(grads, coef)
+        # The skip decision uses the global norm, which every rank computes identically (a
+        # non-finite loss on any rank makes it non-finite everywhere).
         bad = ~(torch.isfinite(norm) & torch.isfinite(loss_sum))
         # A skipped step must not leave its (possibly non-finite) batch statistics behind either.
         for buffer, saved in zip(self.bn_buffers, bn_saved):
@@ -284,6 +297,14 @@ class Trainer:
         self.optimizer.found_inf = bad.float()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        # fp16: an overflowing gradient halves the loss scale; 2000 clean steps double it. Only a
+        # non-finite loss counts towards the stop: overflow is the scaler's normal business.
+        streak_bad = bad
+        if scale is not None:
+            grow = self.scale_clean >= 2000
+            self.loss_scale = torch.where(bad, scale * 0.5, torch.where(grow, scale * 2.0, scale))
+            self.scale_clean = torch.where(bad | grow, torch.zeros_like(self.scale_clean), self.scale_clean + 1)
+            streak_bad = ~torch.isfinite(loss_sum)
         c = counters
         good = (~bad).float()
         c["loss"] += torch.nan_to_num(loss_sum * good)
@@ -292,7 +313,7 @@ class Trainer:
         c["norm"] += torch.nan_to_num(norm * good)
         c["skipped"] += bad.float()
         c["bad"] += bad.float()
-        c["streak"].copy_((c["streak"] + 1) * bad.float())
+        c["streak"].copy_((c["streak"] + 1) * streak_bad.float())
         torch.maximum(c["max_streak"], c["streak"], out=c["max_streak"])
         return wait
 
@@ -352,7 +373,9 @@ class Trainer:
                 "steps_per_epoch": self.steps_per_epoch, "total_batch": self.cfg.train.total_batch,
                 "world": env.world, "pending_eval": pending_eval, "version": ila_fast.__version__,
                 "config_hash": config_hash(self.cfg), "time": time.time(),
-                "loader": {"epoch": self.epoch, "step": self.step_in_epoch * self.accumulation}}
+                "loader": {"epoch": self.epoch, "step": self.step_in_epoch * self.accumulation},
+                "loss_scale": float(self.loss_scale) if self.loss_scale is not None else None,
+                "loss_scale_clean_steps": int(self.scale_clean)}
         self.last_checkpoint = checkpoint.save(self.output, self.step, self.model, self.optimizer, meta,
                                                to_toml(self.cfg), self.cfg.train.keep_last)
 
