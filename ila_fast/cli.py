@@ -43,6 +43,7 @@ COMMANDS: dict[str, Command] = {
     "convert": Command("ila_fast.commands.convert", "an official ILA checkpoint -> ila-fast's model file"),
     "make-synthetic": Command("ila_fast.commands.make_synthetic", "write a small synthetic motion dataset of "
                                                                   "real videos"),
+    "prepare": Command("ila_fast.commands.prepare", "re-encode a dataset for fast loading (short side, GOP, CFR)"),
     "submit": Command("ila_fast.slurm.launcher", "queue training on Slurm (submitit): multi-node, requeue on "
                                                  "preemption / time-out, sweeps as job arrays, --status"),
     "bench kernels": Command("ila_fast.commands.bench_kernels", "fused ILA ops vs reference (eager, compiled)"),
