@@ -107,13 +107,16 @@ class DaliBackend:
 
     def __init__(self, plan: SamplePlan, paths: list[str], infos, input_size: int, frames: int,
                  device: str = "mixed", num_threads: int = 4, antialias: bool = False, prefetch: int = 2,
-                 device_id: int | None = None):
+                 device_id: int | None = None, pipelines: int = 1):
         if device not in ("mixed", "cpu"):
             raise ValueError(f"DALI device {device!r} must be 'mixed' (GPU) or 'cpu'")
         _import_dali()
         self.plan, self.paths, self.infos = plan, paths, infos
         self.input_size, self.frames, self.device = input_size, frames, device
         self.num_threads, self.antialias, self.prefetch = max(1, num_threads), antialias, prefetch
+        if pipelines < 1:
+            raise ValueError(f"data.dali_pipelines = {pipelines} must be >= 1")
+        self.pipelines = pipelines  # decoder pipelines behind this backend (one NVDEC engine each on a GPU)
         if device == "mixed":
             if not torch.cuda.is_available():
                 raise RuntimeError("DALI device 'mixed' needs a GPU; use data.dali_device = 'cpu' "
@@ -127,7 +130,7 @@ class DaliBackend:
         self._reference = None  # a PyAV decoder, built when an all-zero frame needs checking
 
     # -- the pipeline
-    def _build(self, epoch: int, first_step: int, pending: dict):
+    def _build(self, epoch: int, first_step: int, pending: dict, stride: int = 1):
         dali, fn, dmath, types = _import_dali()
         plan, steps = self.plan, self.plan.steps_per_epoch
         found = self.found
@@ -135,7 +138,7 @@ class DaliBackend:
         paths = self.paths
 
         def source(info):
-            step = first_step + info.iteration
+            step = first_step + info.iteration * stride  # pipeline k of P takes steps k, k + P, ...
             if step >= steps:
                 raise StopIteration
             specs = [plan.clip(epoch, p, found, shard) for p in plan.batch_positions(step)]
@@ -249,13 +252,19 @@ class DaliBackend:
         return wrong
 
     def epoch(self, epoch: int, start_step: int = 0):
+        """Batches from ``start_step``; with ``pipelines`` > 1, pipeline k decodes steps k, k+P, ...
+        (each its own decoder: on a GPU, NVDEC engines work in parallel) and batches come out in order."""
         steps = self.plan.steps_per_epoch
         step = start_step
         while step < steps:
-            pending: dict[int, list] = {}
-            pipe = self._build(epoch, step, pending)
+            base = step
+            count = min(self.pipelines, steps - base)
+            pendings: list[dict[int, list]] = [{} for _ in range(count)]
+            pipes = [self._build(epoch, base + k, pendings[k], stride=count) for k in range(count)]
             try:
                 while step < steps:
+                    pending = pendings[(step - base) % count]
+                    pipe = pipes[(step - base) % count]
                     try:
                         out, peaks = pipe.run()
                         video = self._to_torch(out)
@@ -266,7 +275,7 @@ class DaliBackend:
                             log.warning("DALI batch %d: %d clip(s) with all-zero frames; replacing them", step,
                                         len(wrong))
                             self.found.update(wrong)
-                            break  # rebuild the pipeline at this step
+                            break  # rebuild the pipelines at this step
                     except (RuntimeError, _BatchFailed) as e:
                         specs = pending.get(step) or [self.plan.clip(epoch, p, self.found)
                                                       for p in self.plan.batch_positions(step)]
@@ -276,7 +285,7 @@ class DaliBackend:
                         log.warning("DALI batch %d failed (%s); replacing %d video(s) and resuming", step,
                                     str(e).splitlines()[0][:120], len(culprits))
                         self.found.update(culprits)
-                        break  # rebuild the pipeline at this step
+                        break  # rebuild the pipelines at this step
                     specs = pending.pop(step)
                     video = rotate_and_erase_batch(video, specs)
                     yield {"video": video,
@@ -287,4 +296,4 @@ class DaliBackend:
                            "specs": specs}
                     step += 1
             finally:
-                del pipe
+                del pipes

@@ -139,7 +139,8 @@ def build_loader(data_cfg, split: str, frames: int, input_size: int, num_classes
         from .dali_backend import DaliBackend  # noqa: PLC0415
 
         impl = DaliBackend(plan, paths, dataset.infos, input_size, frames, device=data_cfg.dali_device,
-                           num_threads=max(1, data_cfg.num_workers), antialias=data_cfg.antialias)
+                           num_threads=max(1, data_cfg.num_workers), antialias=data_cfg.antialias,
+                           pipelines=data_cfg.dali_pipelines)
     elif backend == "cpu":
         from .cpu_backend import CpuBackend  # noqa: PLC0415
 

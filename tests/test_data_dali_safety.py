@@ -55,3 +55,38 @@ def test_dali_failures_keep_the_decoders_own_line_and_refusals_are_not_broken():
     reason, detail = backend.found[1]
     assert reason == "decode_error" and "Could not convert frame data" in detail, detail
     assert "Error in CPU operator" not in detail and "Current pipeline" not in detail
+
+
+def test_two_dali_pipelines_give_the_same_batches_in_order_and_recover_from_a_failure(tmp_path):
+    import shutil
+
+    import torch
+    from ila_fast.data.loader import build_loader
+
+    from ila_fast.config import DataConfig
+
+    v = dict(fixture_videos())
+    stale = v["root"] / f"stale_pipelines_{tmp_path.name}.webm"
+    shutil.copy(v["painted_vp9"], stale)
+    v["stale"] = stale
+    names = ["motion_vp9_0", "motion_vp9_1", "painted_vp9", "motion_vp9_2", "stale"] * 2
+    lst = write_list(v["root"], names, v)
+
+    def run(pipelines):
+        cfg = DataConfig(root=str(v["root"]), train_list=str(lst), batch_size=2, num_workers=1, dali_device="cpu",
+                         dali_pipelines=pipelines, max_bad_fraction=0.5, report_dir=str(tmp_path))
+        return list(build_loader(cfg, "train", frames=T, input_size=S, num_classes=2, backend="dali", mode="val"))
+
+    one, two = run(1), run(2)
+    assert len(one) == len(two) == 5
+    for a, b in zip(one, two):
+        assert a.specs == b.specs and torch.equal(a.video, b.video)
+    st = stale.stat()  # now break one video without changing its size or mtime: it fails inside DALI
+    stale.write_bytes((b"garbage!" * (st.st_size // 8 + 1))[:st.st_size])
+    import os
+
+    os.utime(stale, ns=(st.st_atime_ns, st.st_mtime_ns))
+    two = run(2)
+    assert len(two) == 5 and all(names[s.video] != "stale" for b in two for s in b.specs)
+    assert [s.position for b in two for s in b.specs] == list(range(10))
+    stale.unlink()
