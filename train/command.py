@@ -21,6 +21,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--init", metavar="PATH",
                         help="initial weights: an ila-fast model file (convert / export), a training checkpoint "
                              "folder or an official ILA checkpoint (unpickled: trusted files only)")
+    parser.add_argument("--synthetic", metavar="DIR",
+                        help="train on `ila-fast make-synthetic`'s motion dataset in DIR (written there first if "
+                             "missing): sets data.root / train_list / val_list / labels; for trying things on a CPU")
     parser.add_argument("--max-steps", type=int_range(1), metavar="N",
                         help="stop after N optimizer steps (same as --set train.max_steps=N)")
 
@@ -31,10 +34,31 @@ def run(args) -> int:
     overrides = parse_overrides(args.overrides)
     if args.max_steps:
         overrides["train.max_steps"] = args.max_steps
+    if args.synthetic:
+        overrides.update(synthetic_data(args.synthetic))
     cfg = load_config(args.config, overrides)  # a bad key or value stops here, before any work
 
     from .trainer import Trainer
 
+    if not cfg.data.train_list:
+        from ila_fast.errors import UserError
+
+        raise UserError(f"{args.config}: data.train_list is not set; set the [data] keys (or --set "
+                        "data.train_list=...), or try it on synthetic videos with --synthetic DIR")
     resume = None if args.resume == "none" else args.resume
     summary = Trainer(cfg, args.output, resume=resume, init=args.init).fit()
     return 0 if summary["status"] in ("completed", "stopped_on_request") else 1
+
+
+def synthetic_data(folder) -> dict:
+    """Write the synthetic motion dataset into ``folder`` unless it is there; its data keys."""
+    from pathlib import Path
+
+    root = Path(folder)
+    if not (root / "train.txt").is_file():
+        from ila_fast.data.synthetic import make_synthetic
+
+        print(f"writing the synthetic motion dataset to {root} ...", flush=True)
+        make_synthetic(root)
+    return {"data.root": str(root), "data.train_list": str(root / "train.txt"),
+            "data.val_list": str(root / "val.txt"), "data.labels": str(root / "labels.csv")}

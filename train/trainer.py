@@ -241,6 +241,7 @@ class Trainer:
                 if save or time_due or steps_due or self.step == self.stop_step:
                     self._save(env, pending_eval=self.epoch if eval_due else None)
                     last_save_time = time.monotonic()
+                    interval["start"] = time.perf_counter()  # clips/s counts training, not saving
                     self._save_requested = False
                     if stop:
                         self._stop_requested = False
@@ -248,6 +249,7 @@ class Trainer:
                         return "stopped_on_request"
                 if eval_due:
                     self._evaluate(monitor, self.epoch)
+                    interval["start"] = time.perf_counter()
         return "completed"
 
     def _train_step(self, batches, counters) -> float:
