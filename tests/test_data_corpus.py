@@ -1,5 +1,5 @@
 """The frame-index rule on a generated corpus: every container, B-frames, an edit-list cut, MPEG-TS / PS,
-a thumbnail stream first, a header that under-counts, a resolution change. Each video paints its frame
+a thumbnail stream first, a header that under-counts, a resolution change, missing timestamps. Each video paints its frame
 numbers, so a clip shows which frames it really holds: exact frames, or a skip with the named reason."""
 import pytest
 import torch
@@ -11,7 +11,9 @@ from ila_fast.config import DataConfig
 
 # what the probe must find DALI would get wrong (a substring of info.dali_issue); absent: nothing
 DALI_ISSUES = {
-    "avi": "timestamps do not give the frame order",
+    "avi": "timestamps do not give the frame order (AVI stores decode-order timestamps)",
+    "raw_h264": "timestamps do not give the frame order (24 packets without pts)",
+    "ts_missing_pts": "timestamps do not give the frame order (21 packets without pts)",
     "edit_list": "edit list discards 3 pre-roll frames",
     "thumbnail_first_mp4": "main video stream is stream 1",
     "thumbnail_first_mkv": "main video stream is stream 1",
@@ -29,7 +31,7 @@ def test_probe_counts_frames_by_the_rule():
         assert (DALI_ISSUES.get(name, "") in info.dali_issue) and (bool(info.dali_issue) == (name in DALI_ISSUES)), \
             (name, info.dali_issue)
         assert info.stream == (1 if name.startswith("thumbnail") else 0), name
-        assert info.index_by == ("count" if name == "avi" else "pts"), name
+        assert info.index_by == ("count" if name in ("avi", "raw_h264", "ts_missing_pts") else "pts"), name
     assert probe_video(corpus_videos()["mpg"][0]).codec == "mpeg2video"
 
 

@@ -190,6 +190,23 @@ def _copy_cut(src: Path, dst: Path, cut: int) -> Path:
     return dst
 
 
+def _remux(src: Path, dst: Path, fmt: str, drop_pts: bool) -> Path:
+    """The same packets in another container; ``drop_pts``: only key frames keep a pts."""
+    import av
+
+    with av.open(str(src)) as i, av.open(str(dst), "w", format=fmt) as o:
+        ist = i.streams.video[0]
+        ost = o.add_stream_from_template(ist)
+        for p in i.demux(ist):
+            if p.size == 0:
+                continue
+            if drop_pts and not p.is_keyframe:
+                p.pts = None
+            p.stream = ost
+            o.mux(p)
+    return dst
+
+
 def _thumbnail_first(path: Path, encoder: str, frames: np.ndarray) -> Path:
     """Stream 0: a one-frame grey MJPEG thumbnail; stream 1: the painted video."""
     import av
@@ -264,6 +281,8 @@ def corpus_videos() -> dict[str, tuple[Path, int, int]]:
     for name, (fname, encoder) in CONTAINERS.items():
         out[name] = (_encode(root / fname, encoder, paint), 0, N)
     out["edit_list"] = (_copy_cut(out["mp4"][0], root / "cut.mp4", CUT_AT), CUT_AT, N - CUT_AT)
+    out["raw_h264"] = (_remux(out["mp4"][0], root / "raw.h264", "h264", False), 0, N)  # no timestamps at all
+    out["ts_missing_pts"] = (_remux(out["mp4"][0], root / "nopts.ts", "mpegts", True), 0, N)
     out["thumbnail_first_mp4"] = (_thumbnail_first(root / "thumb.mp4", "libx264", paint), 0, N)
     out["thumbnail_first_mkv"] = (_thumbnail_first(root / "thumb.mkv", "libvpx-vp9", paint), 0, N)
     out["resolution_change"] = (_resolution_change(root / "sizes.webm", paint, 12), 0, N)
