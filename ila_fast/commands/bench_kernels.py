@@ -32,6 +32,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--check", action="store_true",
                         help="first check forward and every gradient against float64 at these shapes")
     parser.add_argument("--save", default=None, metavar="JSON", help="write the rows as JSON to this path")
+    parser.add_argument("--compile-report", action="store_true",
+                        help="instead: compile every kernel x autotune config x dtype for sm_90 offline (no GPU "
+                             "needed); print shared memory, registers, spills, tensor-core use")
 
 
 def run(args) -> int:
