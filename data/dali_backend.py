@@ -52,6 +52,30 @@ def _import_dali():
     return dali, fn, dmath, types
 
 
+_STAND_IN_SIDE = 16
+
+
+def _stand_in_video(frames: int) -> np.ndarray:
+    """A tiny grey VP9 video (both DALI decoders read VP9), decoded in place of a CPU-routed clip."""
+    import io  # noqa: PLC0415
+
+    import av  # noqa: PLC0415
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="webm") as c:
+        s = c.add_stream("libvpx-vp9", rate=25)
+        s.width = s.height = _STAND_IN_SIDE
+        s.pix_fmt = "yuv420p"
+        s.options = {"deadline": "realtime", "cpu-used": "8"}
+        grey = av.VideoFrame.from_ndarray(np.full((_STAND_IN_SIDE, _STAND_IN_SIDE, 3), 128, np.uint8), format="rgb24")
+        for _ in range(frames):
+            for p in s.encode(grey):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return np.frombuffer(buf.getvalue(), dtype=np.uint8).copy()
+
+
 class _CapturedStderr:
     """Capture what native code writes to file descriptor 2 (DALI / FFmpeg log lines)."""
 
@@ -107,7 +131,7 @@ class DaliBackend:
 
     def __init__(self, plan: SamplePlan, paths: list[str], infos, input_size: int, frames: int,
                  device: str = "mixed", num_threads: int = 4, antialias: bool = False, prefetch: int = 2,
-                 device_id: int | None = None, pipelines: int = 1):
+                 device_id: int | None = None, pipelines: int = 1, cpu_videos=()):
         if device not in ("mixed", "cpu"):
             raise ValueError(f"DALI device {device!r} must be 'mixed' (GPU) or 'cpu'")
         _import_dali()
@@ -117,6 +141,9 @@ class DaliBackend:
         if pipelines < 1:
             raise ValueError(f"data.dali_pipelines = {pipelines} must be >= 1")
         self.pipelines = pipelines  # decoder pipelines behind this backend (one NVDEC engine each on a GPU)
+        # videos DALI would decode wrongly (or not at all), decoded by PyAV instead (data.dali_fallback = "cpu")
+        self.cpu_videos = frozenset(cpu_videos)
+        self._stand_in = _stand_in_video(frames) if self.cpu_videos else None
         if device == "mixed":
             if not torch.cuda.is_available():
                 raise RuntimeError("DALI device 'mixed' needs a GPU; use data.dali_device = 'cpu' "
@@ -145,6 +172,14 @@ class DaliBackend:
             pending[step] = specs
             enc, frames, anchor, shape, mats, offs = [], [], [], [], [], []
             for spec in specs:
+                if spec.video in self.cpu_videos:  # decoded on the CPU after the run: DALI gets a tiny stand-in
+                    enc.append(self._stand_in)
+                    frames.append(np.arange(len(spec.frames), dtype=np.int32))
+                    anchor.append(np.zeros(2, np.int32))
+                    shape.append(np.full(2, _STAND_IN_SIDE, np.int32))
+                    mats.append(np.eye(3, dtype=np.float32))
+                    offs.append(np.zeros(3, np.float32))
+                    continue
                 enc.append(np.fromfile(paths[spec.video], dtype=np.uint8))
                 frames.append(np.asarray(spec.frames, dtype=np.int32))
                 x, y, w, h = spec.raw_crop
@@ -225,18 +260,47 @@ class DaliBackend:
                 culprits[spec.video] = _classify_dali_failure(error, said.lines)
         return culprits
 
-    def _check_zero_frames(self, peaks, specs) -> dict[int, tuple[str, str]]:
-        """Videos whose DALI clip has all-zero frames where the CPU decoder's frames are not."""
+    def _cpu_clips(self, video: torch.Tensor, specs) -> dict[int, tuple[str, str]]:
+        """Decode the clips of CPU-routed videos with PyAV into ``video`` (after step 4); returns failures."""
+        from .augment import transform_clip  # noqa: PLC0415
+        from .bad_videos import BadVideo  # noqa: PLC0415
+
+        failed = {}
+        for sample, spec in enumerate(specs):
+            if spec.video not in self.cpu_videos:
+                continue
+            if self._reference is None:
+                self._reference = self._make_reference()
+            try:
+                frames = self._reference.decode(self.paths[spec.video], spec.frames, self.infos[spec.video],
+                                                crop=spec.raw_crop, out_size=self.input_size)
+                clip = transform_clip(frames, spec, self.input_size, self.antialias, cropped=True)
+            except BadVideo as e:
+                failed[spec.video] = (e.reason, e.detail)
+                continue
+            except Exception as e:  # noqa: BLE001 - any decoder failure is a bad video
+                failed[spec.video] = ("decode_error", f"{type(e).__name__}: {str(e)[:160]}")
+                continue
+            video[sample] = clip.to(video.device)
+        return failed
+
+    def _make_reference(self):
         from .decode import PyAVDecoder  # noqa: PLC0415
 
+        return PyAVDecoder()
+
+    def _check_zero_frames(self, peaks, specs) -> dict[int, tuple[str, str]]:
+        """Videos whose DALI clip has all-zero frames where the CPU decoder's frames are not."""
         wrong = {}
         for sample, spec in enumerate(specs):
+            if spec.video in self.cpu_videos:
+                continue
             zero = [k for k, peak in enumerate(np.asarray(peaks[sample]).reshape(-1)) if peak == 0]
             key = (spec.video, tuple(spec.frames[k] for k in zero))
             if not zero or key in self._black_ok:
                 continue
             if self._reference is None:
-                self._reference = PyAVDecoder()
+                self._reference = self._make_reference()
             try:
                 frames = self._reference.decode(self.paths[spec.video], [spec.frames[k] for k in zero],
                                                 self.infos[spec.video])
@@ -288,6 +352,11 @@ class DaliBackend:
                         break  # rebuild the pipelines at this step
                     specs = pending.pop(step)
                     video = rotate_and_erase_batch(video, specs)
+                    failed = self._cpu_clips(video, specs) if self.cpu_videos else {}
+                    if failed:
+                        log.warning("batch %d: %d CPU-decoded clip(s) failed; replacing them", step, len(failed))
+                        self.found.update(failed)
+                        break  # rebuild the pipelines at this step
                     yield {"video": video,
                            "label": torch.tensor([s.label for s in specs], dtype=torch.long),
                            "position": torch.tensor([s.position for s in specs], dtype=torch.long),

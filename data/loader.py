@@ -125,8 +125,16 @@ def build_loader(data_cfg, split: str, frames: int, input_size: int, num_classes
 
         check_decoder(data_cfg.cpu_decoder)  # refuse a decoder that cannot work now, not per video
     max_bad = bad_limit(data_cfg.max_bad_fraction, len(dataset))
+    cpu_videos = []
+    if backend == "dali" and data_cfg.dali_fallback == "cpu":  # decode those with PyAV instead of skipping them
+        cpu_videos = [i for i, info in enumerate(dataset.infos)
+                      if not info.bad and (info.dali_issue or info.codec not in codecs)]
+        if cpu_videos:
+            log.info("%s: %d of %d videos decode on the CPU (DALI would decode them wrongly or not at all)",
+                     dataset.list_path, len(cpu_videos), len(dataset))
+        codecs = None
     plan = plan_for_dataset(dataset, settings, mode, rank, world, supported_codecs=codecs, max_bad=max_bad,
-                            backend_checks=backend == "dali")
+                            backend_checks=backend == "dali" and data_cfg.dali_fallback == "skip")
     report_dir = Path(data_cfg.report_dir) if data_cfg.report_dir else dataset.list_path.parent
     report = report_dir / f"{dataset.list_path.stem}.bad_videos.rank{rank}.json"
     bad_log = BadVideoLog(dataset.paths, data_cfg.max_bad_fraction, report, name=str(dataset.list_path))
@@ -140,7 +148,7 @@ def build_loader(data_cfg, split: str, frames: int, input_size: int, num_classes
 
         impl = DaliBackend(plan, paths, dataset.infos, input_size, frames, device=data_cfg.dali_device,
                            num_threads=max(1, data_cfg.num_workers), antialias=data_cfg.antialias,
-                           pipelines=data_cfg.dali_pipelines)
+                           pipelines=data_cfg.dali_pipelines, cpu_videos=cpu_videos)
     elif backend == "cpu":
         from .cpu_backend import CpuBackend  # noqa: PLC0415
 

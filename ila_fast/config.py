@@ -149,6 +149,7 @@ class DataConfig:
     cpu_decoder: str = "auto"          # CPU backend: auto picks torchcodec when installed, else PyAV
     dali_device: str = "mixed"         # "mixed" (NVDEC) or "cpu" (VP8/VP9/MJPEG only)
     dali_pipelines: int = 1            # DALI decoder pipelines per GPU (one NVDEC engine each; H100/H200 have 7)
+    dali_fallback: str = "cpu"         # videos DALI would decode wrongly / refuses: "cpu" (PyAV) or "skip"
     batch_size: int = 8                # clips per rank per step
     num_workers: int = 8               # CPU backend worker processes / DALI threads
     seed: int = 0
@@ -211,6 +212,7 @@ class DataConfig:
         check(0.0 <= self.label_smoothing < 1.0, f"data.label_smoothing = {self.label_smoothing} must be in [0, 1)")
         check(0.0 <= self.max_bad_fraction <= 1.0,
               f"data.max_bad_fraction = {self.max_bad_fraction} must be in [0, 1]")
+        check(self.dali_fallback in ("cpu", "skip"), f"data.dali_fallback: {self.dali_fallback!r} is not 'cpu' or 'skip'")
         check(self.dali_pipelines >= 1, f"data.dali_pipelines = {self.dali_pipelines} must be >= 1")
         check(self.missing in ("skip", "error"), f"data.missing: {self.missing!r} is not 'skip' or 'error'")
         check(self.replace_attempts >= 1, f"data.replace_attempts = {self.replace_attempts} must be >= 1")

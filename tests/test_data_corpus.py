@@ -35,13 +35,14 @@ def test_probe_counts_frames_by_the_rule():
     assert probe_video(corpus_videos()["mpg"][0]).codec == "mpeg2video"
 
 
-def _loader(backend, names, mode="test"):
+def _loader(backend, names, mode="test", **overrides):
     corpus = corpus_videos()
     root = fixture_videos()["root"]
     lst = write_list(root, names, {n: corpus[n][0] for n in names})
     cfg = DataConfig(root=str(root), train_list=str(lst), batch_size=4, num_workers=0, dali_device="cpu",
                      cpu_decoder="pyav", max_bad_fraction=1.0, test_clips=3, test_crops=1, crop_scales=[1.0],
-                     color_jitter_p=0.0, grayscale_p=0.0, erasing_p=0.0, mixup_alpha=0.0, cutmix_alpha=0.0)
+                     color_jitter_p=0.0, grayscale_p=0.0, erasing_p=0.0, mixup_alpha=0.0, cutmix_alpha=0.0,
+                     **overrides)
     return build_loader(cfg, "train", frames=T, input_size=S, num_classes=2, backend=backend, mode=mode)
 
 
@@ -64,7 +65,7 @@ def test_dali_decodes_what_it_can_and_skips_the_rest_with_the_reason():
     pytest.importorskip("nvidia.dali", reason="DALI is in the dev extra")
     corpus = corpus_videos()
     names = list(corpus)
-    loader = _loader("dali", names)
+    loader = _loader("dali", names, dali_fallback="skip")
     seen = set()
     for batch in loader:
         assert torch.isfinite(batch.video).all()
@@ -83,3 +84,19 @@ def test_dali_decodes_what_it_can_and_skips_the_rest_with_the_reason():
             assert "is not decoded by this backend" in event.detail, (name, event.detail)
     summary = loader.bad_log.summary()
     assert "unsupported_by_backend" in summary and "decode_error" not in summary
+
+
+@pytest.mark.parametrize("pipelines", [1, 2])
+def test_dali_backend_routes_what_dali_gets_wrong_to_the_cpu_decoder(pipelines):
+    pytest.importorskip("nvidia.dali", reason="DALI is in the dev extra")
+    corpus = corpus_videos()
+    names = list(corpus)
+    loader = _loader("dali", names, dali_pipelines=pipelines)  # data.dali_fallback = "cpu", the default
+    assert loader.backend.cpu_videos == {i for i, n in enumerate(names) if n not in DALI_CPU_DECODES}
+    seen = set()
+    for batch in loader:
+        for clip, spec in zip(batch.video, batch.specs):
+            name = names[spec.video]
+            assert read_indices_clip(clip) == [corpus[name][1] + i for i in spec.frames], name
+            seen.add(name)
+    assert seen == set(names) and not loader.bad_log.bad
