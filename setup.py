@@ -4,19 +4,24 @@ The four code folders at the repository root are installed as subpackages of
 ``ila_fast`` through ``package_dir``, so nothing generic like ``data`` or
 ``train`` lands in site-packages.
 """
-from setuptools import setup
+from setuptools import find_packages, setup
 
 SUBPACKAGES = {"ila_fast.kernels": "kernels", "ila_fast.data": "data",
                "ila_fast.train": "train", "ila_fast.slurm": "slurm",
                "ila_fast.bench": "bench", "ila_fast.configs": "configs"}
+ROOTS = {"ila_fast": "ila_fast", **SUBPACKAGES}
+# Package discovery is explicit: each root and every folder below it with an __init__.py
+# (ila_fast.model, ila_fast.commands, ...); nothing else is picked up.
+PACKAGES = sorted({name for root, folder in ROOTS.items()
+                   for name in [root, *(f"{root}.{sub}" for sub in find_packages(folder))]})
 
 setup(
     name="ila-fast",
     version="0.1.0",
     description="Fast ILA (ICCV 2023) video recognition: model, Triton kernels, DALI data, FSDP2 trainer",
     python_requires=">=3.11",
-    packages=["ila_fast", "ila_fast.model", *SUBPACKAGES],
-    package_dir={"ila_fast": "ila_fast", **SUBPACKAGES},
+    packages=PACKAGES,
+    package_dir=ROOTS,
     install_requires=[
         "torch>=2.5",
         "triton>=3.1; platform_system == 'Linux'",
