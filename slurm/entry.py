@@ -67,16 +67,17 @@ class TrainJob(submitit.helpers.Checkpointable):
     # ------------------------------------------------------------------ the task
 
     def __call__(self) -> dict:
+        job = submitit.JobEnvironment()
+        # first of all, before the slow imports: from here on USR2 means "save and requeue" on every rank
+        self._started = time.time()
+        signal.signal(job._usr_sig(), self._on_preempt_signal)
         from ila_fast.config import load_config
 
-        job = submitit.JobEnvironment()
         cfg = load_config(Path(self.run_dir) / "config.toml")
         for item in cfg.slurm.env:   # NCCL_* and friends, before any process group exists
             name, value = item.split("=", 1)
             os.environ[name.strip()] = value
         env = dist_env(job)
-        self._started = time.time()
-        signal.signal(job._usr_sig(), self._on_preempt_signal)
         log(f"task {env.rank}/{env.world} on {socket.gethostname()} (local rank {env.local_rank}), job {job.job_id}, "
             f"master {env.master_addr}:{env.master_port}, run {self.run_dir}, errors so far {self.errors}")
         try:
@@ -165,5 +166,6 @@ def dist_env(job):
     per_node = max(1, job.num_tasks // max(1, job.num_nodes))
     os.environ["ILA_FAST_RANK_HOSTS"] = ",".join(hosts[min(r // per_node, len(hosts) - 1)]
                                                  for r in range(job.num_tasks))
+    os.environ["LOCAL_WORLD_SIZE"] = str(per_node)   # what torchrun would set; HSDP's mesh reads it
     return DistEnv(rank=job.global_rank, world=job.num_tasks, local_rank=job.local_rank,
                    master_addr=hosts[0], master_port=job_port(job.raw_job_id))

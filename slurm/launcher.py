@@ -106,9 +106,12 @@ def sbatch_parameters(cfg) -> dict:
 
     s = cfg.slurm
     limit = slurm_time_minutes(s.time)
-    if s.signal_delay_s > limit * 60 - 10:   # the signal would come before Python has even started
-        raise ConfigError(f"slurm.signal_delay_s = {s.signal_delay_s} s leaves no time to train within "
-                          f"slurm.time = {s.time!r}: lower it (e.g. --set slurm.signal_delay_s={max(0, limit * 30)})")
+    # Slurm checks limits every 30 s and signals up to 30 s before the asked delay; the signal must not
+    # come while the tasks are still starting (start-up takes up to a minute on a busy node)
+    if s.signal_delay_s + 30 + 60 > limit * 60:
+        raise ConfigError(f"slurm.signal_delay_s = {s.signal_delay_s} s: with slurm.time = {s.time!r} Slurm could "
+                          f"signal before the tasks have started (it signals up to 30 s early); the limit must "
+                          f"exceed signal_delay_s + 90 s (e.g. --set slurm.signal_delay_s={max(0, limit * 60 - 90)})")
     params = dict(job_name=s.job_name or f"ila-{cfg.name}", nodes=s.nodes, ntasks_per_node=s.tasks,
                   cpus_per_task=s.cpus_per_task, time=limit, signal_delay_s=s.signal_delay_s,
                   # one failing task ends the step at once instead of leaving the others in a collective
@@ -185,7 +188,7 @@ def run(args) -> int:
         return 2
     if args.local:
         executor.update_parameters(timeout_min=limit_min, tasks_per_node=cfg0.slurm.tasks,
-                                   cpus_per_task=cfg0.slurm.cpus_per_task, local_signal_delay_s=cfg0.slurm.signal_delay_s)
+                                   cpus_per_task=cfg0.slurm.cpus_per_task)
     else:
         executor.update_parameters(**{f"slurm_{k}": v for k, v in params.items()})
     with executor.batch():   # one job, or one array for a sweep

@@ -80,3 +80,10 @@ def test_submit_refuses_bad_input(tmp_path):
     out = subprocess.run([sys.executable, "-m", "ila_fast.cli", "submit", "--config", str(TINY), "--output",
                           str(tmp_path), "--time", "soon", "--dry-run"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "slurm.time 'soon'" in out.stderr
+
+
+def test_signal_must_leave_time_to_start():
+    # Slurm signals up to 30 s before slurm.signal_delay_s; start-up needs up to a minute
+    with pytest.raises(ConfigError, match="signal_delay_s = 30 s.*signal_delay_s=0"):
+        launcher.sbatch_parameters(load_config(TINY, {"slurm.time": "1", "slurm.signal_delay_s": 30}))
+    assert launcher.sbatch_parameters(load_config(TINY, {"slurm.time": "2", "slurm.signal_delay_s": 30}))["time"] == 2

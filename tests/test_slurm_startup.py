@@ -18,7 +18,8 @@ def slurm_answers() -> bool:
         out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=15)
     except subprocess.TimeoutExpired:
         return False
-    return out.returncode == 0 and any(s.strip() in ("idle", "mixed", "allocated") for s in out.stdout.split())
+    usable = {"idle", "mixed", "allocated", "completing", "planned"}
+    return out.returncode == 0 and any(s.rstrip("*~#$@+!%") in usable for s in out.stdout.split())
 
 
 @pytest.fixture(scope="session")
