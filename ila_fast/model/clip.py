@@ -62,11 +62,13 @@ class TextTransformer(nn.Module):
     def __init__(self, width: int, layers: int, heads: int, context_length: int):
         super().__init__()
         self.resblocks = nn.ModuleList(ResidualAttentionBlock(width, heads) for _ in range(layers))
-        mask = torch.full((context_length, context_length), float("-inf")).triu_(1)
-        self.register_buffer("attn_mask", mask, persistent=False)
+        self.context_length = context_length
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mask = self.attn_mask.to(x.dtype)
+        # Causal mask, made here rather than kept as a buffer, so a model built on "meta" and
+        # materialised holds no garbage. Texts may be cut after their last end token.
+        n = x.shape[1]
+        mask = torch.full((n, n), float("-inf"), device=x.device, dtype=x.dtype).triu_(1)
         for block in self.resblocks:
             x = block(x, mask)
         return x

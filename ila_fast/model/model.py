@@ -7,6 +7,7 @@ weights load without renaming. Spec: ../shared/docs/ila-reference.md, section 3.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -22,6 +23,9 @@ from .ila import ILABlock, alignment_delta
 # Substrings naming what trains (spec 3.4): the ILA branch, its zero-initialised residuals,
 # the integration transformer and the SSv2 classifier. Everything else stays frozen.
 TRAINABLE_MARKERS = ("message_", "temporal_", "mit.", "classifier.")
+# The text tower's state-dict names (their change makes the class text features stale).
+TEXT_TOWER_PREFIXES = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.", "text_projection")
+TEXT_BATCH = 100  # class names per text-tower batch: bounds memory for ViT-L's 768-wide tower
 
 
 class ILAOutput(NamedTuple):
@@ -87,10 +91,19 @@ class ILAModel(nn.Module):
             self.prompt_visual_ln = nn.LayerNorm(cfg.width)
             self.prompt_visual_proj = nn.Parameter(cfg.width ** -0.5 * torch.randn(cfg.width, e))
             self.prompt_generator = PromptGenerator(e, cfg.prompt_layers, cfg.prompt_alpha)
-            self.register_buffer("class_tokens", torch.zeros(cfg.num_classes, cfg.context_length,
-                                                             dtype=torch.long), persistent=False)
-            self.register_buffer("text_features", torch.zeros(cfg.num_classes, e), persistent=False)
-            self.set_class_names(class_names or [f"class {i}" for i in range(cfg.num_classes)])
+            # Class text features: computed lazily, once, and again only when the class names, the
+            # text weights or (upwards) the precision change; see prepare_text_features().
+            self.register_buffer("class_token_ids", torch.zeros(cfg.num_classes, cfg.context_length,
+                                                                dtype=torch.long), persistent=False)
+            self.register_buffer("class_text_features", torch.zeros(cfg.num_classes, e), persistent=False)
+            self.class_names: list[str] | None = None  # None: placeholder labels "class 0", ...
+            self._tokens_ready = False
+            self._text_version = 0        # bumped by every change the features depend on
+            self._features_version = -1   # the version the cached features were computed at
+            self._features_dtype = torch.float32
+            self._warned_placeholder = False
+            if class_names is not None:
+                self.set_class_names(class_names)
         else:
             self.classifier = nn.Sequential(nn.LayerNorm(e), nn.Dropout(cfg.ssv2_dropout),
                                             nn.Linear(e, cfg.num_classes))
@@ -114,32 +127,141 @@ class ILAModel(nn.Module):
             init_clip_block(block, w, cfg.text_layers)
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        """CLIP's text encoder: (K, context) token ids -> (K, E) at each text's end token."""
-        x = self.token_embedding(tokens) + self.positional_embedding
+        """CLIP's text encoder: (K, context) token ids -> (K, E) at each text's end token.
+
+        The mask is causal, so positions after the longest text's end token cannot change the
+        result: they are cut off (exact, and ~10x less work for class names of a few tokens).
+        """
+        end = tokens.argmax(dim=-1)  # the end-of-text token has the largest id
+        n = tokens.shape[1] if tokens.is_meta else int(end.max()) + 1
+        x = self.token_embedding(tokens[:, :n]) + self.positional_embedding[:n]
         x = self.ln_final(self.transformer(x))
-        return x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)] @ self.text_projection
+        return x[torch.arange(x.shape[0], device=x.device), end] @ self.text_projection
 
-    def set_class_names(self, names: list[str]) -> None:
-        """Tokenize class names with CLIP's BPE tokenizer and refresh the cached text features."""
-        if len(names) != self.cfg.num_classes:
-            raise ValueError(f"got {len(names)} class names for a {self.cfg.num_classes}-class model")
+    def set_class_names(self, names: list[str] | None) -> None:
+        """Use these class names (None: placeholders); the text features follow lazily."""
+        from ila_fast.config import ConfigError
+
+        if names is not None:
+            names = [str(n) for n in names]
+            if len(names) != self.cfg.num_classes:
+                raise ConfigError(f"got {len(names)} class names for a model with model.num_classes = "
+                                  f"{self.cfg.num_classes}")
+        if names == self.class_names and self._tokens_ready:
+            return
+        self.class_names = names
+        self._tokens_ready = False
+        self._text_version += 1
+        if names is not None and not self.class_token_ids.is_meta:
+            self._tokenize()  # errors in the names surface here, not at the first forward
+
+    def _tokenize(self) -> None:
         from ila_fast.compat import import_open_clip
+        from ila_fast.config import ConfigError
 
+        names = self.class_names or [f"class {i}" for i in range(self.cfg.num_classes)]
         tokenizer = import_open_clip().get_tokenizer("ViT-B-16")
         tokens = tokenizer(names, context_length=self.cfg.context_length)
-        self.class_tokens.copy_(tokens.to(self.class_tokens.device))
-        self.refresh_text_features()
+        largest = int(tokens.max())
+        if largest >= self.cfg.vocab_size:
+            row = int(tokens.max(dim=1).values.argmax())
+            raise ConfigError(f"class name {names[row]!r} tokenizes to id {largest}, outside the text tower's "
+                              f"vocabulary (model.vocab_size = {self.cfg.vocab_size}); CLIP's tokenizer "
+                              f"needs model.vocab_size = {getattr(tokenizer, 'vocab_size', 49408)}")
+        full = (tokens[:, -1] != 0).nonzero().flatten().tolist()
+        if full:
+            raise ConfigError(f"class name {names[full[0]]!r} does not fit in model.context_length = "
+                              f"{self.cfg.context_length} tokens; shorten it")
+        self.class_token_ids.copy_(tokens.to(self.class_token_ids.device))
+        self._tokens_ready = True
 
-    @torch.no_grad()
+    def _text_dtype(self) -> torch.dtype:
+        return self.token_embedding.weight.dtype
+
+    def text_features_fresh(self) -> bool:
+        """Whether the cached class text features match the names, text weights and precision."""
+        return (self._features_version == self._text_version and self._tokens_ready
+                and torch.finfo(self._features_dtype).eps <= torch.finfo(self._text_dtype()).eps)
+
+    def prepare_text_features(self) -> torch.Tensor:
+        """The class text features (K, E), computed now if they are not fresh.
+
+        Call it before sharding the model (FSDP): forward then finds them fresh and never runs
+        the text tower.
+        """
+        if not self.text_features_fresh():
+            self.refresh_text_features()
+        return self.class_text_features
+
     def refresh_text_features(self) -> None:
-        """Recompute the cached class text features (frozen text tower: once per weight load)."""
-        if self.text_head:
-            self.text_features.copy_(self.encode_text(self.class_tokens).to(self.text_features.dtype))
+        """Recompute the class text features now: the frozen text tower, batched, in inference mode."""
+        if not self.text_head:
+            return
+        if not self._tokens_ready and not self.class_token_ids.is_meta:
+            self._tokenize()
+        dtype = self._text_dtype()
+        chunks = []
+        with torch.inference_mode():
+            for tokens in self.class_token_ids.split(TEXT_BATCH):
+                chunks.append(self.encode_text(tokens))
+        features = torch.cat(chunks)
+        with torch.no_grad():  # a normal tensor (inference tensors cannot be saved for backward)
+            if self.class_text_features.dtype != dtype:
+                self.class_text_features = self.class_text_features.to(dtype)
+            self.class_text_features.copy_(features)
+        self._features_version, self._features_dtype = self._text_version, dtype
+        self._tokens_ready = self._tokens_ready or self.class_token_ids.is_meta
+
+    @property
+    def text_features(self) -> torch.Tensor:
+        """The class text features (K, E), fresh."""
+        return self.prepare_text_features()
+
+    @property
+    def class_tokens(self) -> torch.Tensor:
+        """The class names' token ids (K, context)."""
+        if not self._tokens_ready and not self.class_token_ids.is_meta:
+            self._tokenize()
+        return self.class_token_ids
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        changed = self.text_head and (assign or self._text_weights_differ(state_dict))
         result = super().load_state_dict(state_dict, strict=strict, assign=assign)
-        self.refresh_text_features()
+        if changed:
+            self._text_version += 1  # recomputed at the next use, not now
         return result
+
+    def _text_weights_differ(self, state_dict) -> bool:
+        """Whether loading ``state_dict`` changes a text-tower tensor (compared shard by shard)."""
+        current = dict(self.named_parameters())
+        for key, value in state_dict.items():
+            if not key.startswith(TEXT_TOWER_PREFIXES) or key not in current:
+                continue
+            old, new = current[key].detach(), value.detach() if torch.is_tensor(value) else value
+            old, new = (t.to_local() if hasattr(t, "to_local") else t for t in (old, new))
+            if old.is_meta or new.is_meta or old.shape != new.shape or not torch.equal(old, new.to(old)):
+                return True
+        return False
+
+    def _apply(self, fn, recurse: bool = True):
+        if not self.text_head:
+            return super()._apply(fn, recurse)
+        was_meta = self.class_token_ids.is_meta
+        result = super()._apply(fn, recurse)
+        if was_meta and not self.class_token_ids.is_meta:  # materialised (to_empty): contents are garbage
+            self._tokens_ready = False
+            self._text_version += 1
+        held = self.class_text_features.dtype  # the cached features were cast with the model
+        if held.is_floating_point and torch.finfo(held).eps > torch.finfo(self._features_dtype).eps:
+            self._features_dtype = held  # they now hold only this precision: a later upcast recomputes
+        return result
+
+    def _warn_placeholder_labels(self) -> None:
+        if self.class_names is None and not self._warned_placeholder:
+            self._warned_placeholder = True
+            warnings.warn("this Kinetics model was built without class names: its text head scores placeholder "
+                          "labels ('class 0', ...), so its predictions mean nothing; pass class_names= "
+                          "(ila_fast.data.read_labels of the label CSV) or set model.class_names", stacklevel=3)
 
     # ------------------------------------------------------------ video
     def encode_frames(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -157,7 +279,10 @@ class ILAModel(nn.Module):
         if not self.text_head:
             return ILAOutput(self.classifier(F.normalize(video_feature, dim=-1)), aux)
         visual = self.prompt_visual_ln(patches) @ self.prompt_visual_proj  # (B, T, L-1, E)
-        text = self.text_features.to(video_feature.dtype).expand(video.shape[0], -1, -1)
+        if not self.training and not video.is_meta:
+            self._warn_placeholder_labels()
+        features = self.class_text_features if self.text_features_fresh() else self.prepare_text_features()
+        text = features.to(video_feature.dtype).expand(video.shape[0], -1, -1)
         text = text + self.prompt_generator(text, visual.mean(dim=1))
         logits = torch.einsum("be,bke->bk", F.normalize(video_feature, dim=-1), F.normalize(text, dim=-1))
         return ILAOutput(self.logit_scale.exp() * logits, aux)
