@@ -45,9 +45,9 @@ def dataset_folder(tmp_path, lines: list[str], videos: dict[str, bytes] | None =
 
 def test_argument_values_are_checked(capsys):
     for argv, needle in [
-        (["demo", "--steps", "0"], "--steps: 0 must be >= 1"),
-        (["demo", "--steps", "-1"], "--steps: -1 must be >= 1"),
-        (["demo", "--steps", "two"], "'two' is not an integer"),
+        (["train", "--config", "tiny", "--output", "x", "--max-steps", "0"], "--max-steps: 0 must be >= 1"),
+        (["bench", "kernels", "--iters", "-1"], "--iters: -1 must be >= 0"),
+        (["bench", "data", "--videos", "two"], "'two' is not an integer"),
         (["make-synthetic", "--out", "x", "--train-per-class", "0"], "--train-per-class: 0 must be >= 1"),
         (["make-synthetic", "--out", "x", "--frames", "1"], "--frames: 1 must be >= 2"),
         (["make-synthetic", "--out", "x", "--size", "128by96"], "WIDTHxHEIGHT"),
@@ -60,8 +60,9 @@ def test_argument_values_are_checked(capsys):
 
 
 def test_config_errors_name_the_file_and_key(tmp_path, capsys):
-    assert_one_line(*run_cli(["demo", "--no-zoo", "--config", "k400_b16_8g"], capsys),
-                    "k400_b16_8g", "did you mean 'k400_b16_8f'?")
+    assert_one_line(*run_cli(["config", "show", "k400_b16_8g"], capsys), "k400_b16_8g", "did you mean 'k400_b16_8f'?")
+    assert_one_line(*run_cli(["train", "--config", "k400_b16_8g", "--output", str(tmp_path / "run")], capsys),
+                    "k400_b16_8g")
     bad = tmp_path / "bad.toml"
     bad.write_text("[model]\nframse = 8\n")
     assert_one_line(*run_cli(["config", "show", str(bad)], capsys), str(bad), "frames")
@@ -88,13 +89,20 @@ def test_convert_errors(tmp_path, capsys):
     assert not (tmp_path / "out.pth").exists()
 
 
+def train_on(folder, tmp_path):
+    return ["train", "--config", "tiny", "--output", str(tmp_path / "run"), "--set", f"data.root={folder}",
+            "--set", f"data.train_list={folder / 'train.txt'}", "--set", f"data.labels={folder / 'labels.csv'}",
+            "--set", "data.num_workers=0", "--set", "data.backend=cpu", "--max-steps", "1"]
+
+
 def test_data_errors(tmp_path, capsys):
-    assert_one_line(*run_cli(["demo", "--no-zoo", "--data", str(tmp_path / "nope")], capsys), str(tmp_path / "nope"))
+    nope = tmp_path / "nope"
+    assert_one_line(*run_cli(train_on(nope, tmp_path), capsys), str(nope))
     folder = dataset_folder(tmp_path / "badline", ["videos/a.mp4 0", "videos/b.mp4"])
-    assert_one_line(*run_cli(["demo", "--no-zoo", "--data", str(folder)], capsys), "train.txt", "2")
+    assert_one_line(*run_cli(train_on(folder, tmp_path), capsys), "train.txt:2")
     garbage = {f"videos/v{i}.mp4": b"not a video" * 10 for i in range(8)}
     folder = dataset_folder(tmp_path / "garbage", [f"videos/v{i}.mp4 {i}" for i in range(8)], garbage)
-    assert_one_line(*run_cli(["demo", "--no-zoo", "--steps", "1", "--data", str(folder)], capsys), "bad")
+    assert_one_line(*run_cli(train_on(folder, tmp_path), capsys), "train.txt", "8 of 8 videos", "max_bad_fraction")
 
 
 def test_existing_output_and_missing_dependency(tmp_path, capsys, monkeypatch):
@@ -109,7 +117,7 @@ def test_existing_output_and_missing_dependency(tmp_path, capsys, monkeypatch):
 
 
 def test_debug_keeps_the_traceback_and_bugs_are_not_hidden(tmp_path, capsys, monkeypatch):
-    missing = ["demo", "--no-zoo", "--config", str(tmp_path / "missing.toml")]
+    missing = ["config", "show", str(tmp_path / "missing.toml")]
     from ila_fast.config import ConfigError
 
     with pytest.raises(ConfigError):
