@@ -22,7 +22,7 @@ import numpy as np
 
 from .augment import yuv420_to_rgb
 from .bad_videos import BadVideo
-from .probe import VideoInfo
+from .probe import VideoInfo, ffmpeg_logs, ffmpeg_message
 
 _YUV420 = {"yuv420p": False, "yuvj420p": True}  # -> full range?
 PRESCALE_ABOVE = 2.0  # crops more than this many times the output size are scaled down in YUV first
@@ -105,13 +105,14 @@ class PyAVDecoder:
         Raises BadVideo when a frame cannot be delivered.
         """
         box = tuple(crop) if crop is not None else (0, 0, info.width, info.height)
-        try:
-            return self._decode(path, indices, info, box, out_size, seek=self.seek and info.index_by == "pts")
-        except BadVideo as first:
-            if first.detail.startswith("frame") and info.index_by == "pts":
-                # a seek that landed late or nowhere (MPEG-TS / PS): decode from the start instead
-                return self._decode(path, indices, info, box, out_size, seek=False)
-            raise
+        with ffmpeg_logs():
+            try:
+                return self._decode(path, indices, info, box, out_size, seek=self.seek and info.index_by == "pts")
+            except BadVideo as first:
+                if first.detail.startswith("frame") and info.index_by == "pts":
+                    # a seek that landed late or nowhere (MPEG-TS / PS): decode from the start instead
+                    return self._decode(path, indices, info, box, out_size, seek=False)
+                raise
 
     def _decode(self, path: str, indices, info: VideoInfo, box, out_size, seek: bool) -> np.ndarray:
         av = self.av
@@ -181,7 +182,7 @@ class PyAVDecoder:
                         raise BadVideo("decode_error",
                                        f"frame {target} of {info.num_frames} was not delivered", path)
         except av.error.FFmpegError as e:
-            raise BadVideo("decode_error", str(e)[:200], path) from None
+            raise BadVideo("decode_error", ffmpeg_message(e), path) from None
         lookup = {i: k for k, i in enumerate(wanted)}
         rgb = _to_rgb([got[i] for i in wanted])
         return rgb[[lookup[int(i)] for i in indices]]

@@ -120,13 +120,32 @@ def codec_family(ctx) -> str:
     return getattr(codec, "canonical_name", None) or (ctx.name or "")
 
 
+def ffmpeg_logs():
+    """A context that keeps FFmpeg's error lines out of stderr while PyAV appends the last one to the
+    exception it raises ('...; last error log: [h264] ...'): the decoder's own words reach the reason."""
+    import av.logging  # noqa: PLC0415
+
+    if av.logging.get_level() is None:
+        av.logging.set_level(av.logging.ERROR)
+    return av.logging.Capture()
+
+
+def ffmpeg_message(e: Exception, limit: int = 300) -> str:
+    """An FFmpeg error as one line: its message and the decoder's last error log line, without the path."""
+    text = " ".join(str(e).split())
+    head, sep, tail = text.partition("; last error log: ")
+    head = head.split(": '/", 1)[0]  # "...: '<path>'" adds nothing: the report names the file
+    return (head + (f"; {tail}" if sep else ""))[:limit]
+
+
 def probe_video(path: str | os.PathLike) -> VideoInfo:
     """Probe one video with PyAV: demux every packet, decode key frames and the last GOP.
 
     Never raises for a bad file: the returned info carries the reason in ``bad``.
     """
     try:
-        return _probe(Path(path))
+        with ffmpeg_logs():
+            return _probe(Path(path))
     except BadVideo as e:
         return VideoInfo(bad=e.reason, detail=e.detail)
 
@@ -145,7 +164,7 @@ def _probe(path: Path) -> VideoInfo:
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except (av.error.FFmpegError, UnicodeDecodeError) as e:
-        raise BadVideo(_classify_unopenable(path), str(e)[:200]) from None
+        raise BadVideo(_classify_unopenable(path), ffmpeg_message(e)) from None
     with container:
         if not container.streams.video:
             kinds = sorted({s.type for s in container.streams}) or ["no streams"]
@@ -207,9 +226,9 @@ def _demux(av, container, stream) -> tuple[list, set]:
                     pass  # a broken frame is found when the tail is decoded, or while loading
     except av.error.FFmpegError as e:
         if not packets:
-            raise BadVideo("truncated", f"demuxing failed: {str(e)[:200]}") from None
+            raise BadVideo("truncated", f"demuxing failed: {ffmpeg_message(e)}") from None
         raise BadVideo("truncated",
-                       f"demuxing stopped after {len(packets)} packets: {str(e)[:160]}") from None
+                       f"demuxing stopped after {len(packets)} packets: {ffmpeg_message(e)}") from None
     try:
         ctx.flush_buffers()
     except Exception:  # noqa: BLE001 - nothing to flush
@@ -290,7 +309,7 @@ def _decode_frames(container, stream, wanted: set[int] | None, seek_pts: int | N
             container.seek(seek_pts, stream=stream, backward=True, any_frame=False)
             _count(container.decode(stream), wanted, out)
     except av.error.FFmpegError as e:
-        out["error"] = str(e)[:160]
+        out["error"] = ffmpeg_message(e, 200)
     return out
 
 

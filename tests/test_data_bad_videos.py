@@ -36,6 +36,9 @@ def test_probe_reasons():
     for case, reason in PROBE.items():
         info = probe_video(v[case])
         assert info.bad == reason, (case, info.bad, info.detail)
+    # the decoder's own line is kept in the reason
+    assert "moov atom not found" in probe_video(v["truncated_mp4"]).detail
+    assert "EBML header parsing failed" in probe_video(v["not_a_video"]).detail
     assert probe_video(v["too_few_frames"]).num_frames == 5
     assert probe_video(v["vfr"]).pts is not None
     assert probe_video(v["odd_size"]).width == 97
