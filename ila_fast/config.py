@@ -61,6 +61,7 @@ class ModelConfig:
     vocab_size: int = 49408
     # ILA branch and heads
     ila: bool = True                 # false: the frame-only baseline (plain CLIP blocks, frame features averaged)
+    freeze_clip: bool = True         # false: every weight trains (a model from random weights, e.g. the demo)
     correlation_channels: int = 256
     mit_layers: int = 1
     prompt_layers: int = 2

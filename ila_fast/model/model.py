@@ -289,9 +289,10 @@ class ILAModel(nn.Module):
 
     # ------------------------------------------------------------ training helpers
     def freeze(self) -> None:
-        """Only the ILA branch, its residuals, the integration transformer and the classifier train."""
+        """Only the ILA branch, its residuals, the integration transformer and the classifier train
+        (everything with ``model.freeze_clip = false``: random CLIP weights are not worth keeping)."""
         for name, p in self.named_parameters():
-            p.requires_grad_(is_trainable(name))
+            p.requires_grad_(not self.cfg.freeze_clip or is_trainable(name))
 
     def set_epoch(self, epoch: int) -> None:
         """Apply the alignment-jitter schedule for a 0-based epoch (delta is saved with the model)."""
