@@ -183,12 +183,14 @@ class ILAModel(nn.Module):
         return (self._features_version == self._text_version and self._tokens_ready
                 and torch.finfo(self._features_dtype).eps <= torch.finfo(self._text_dtype()).eps)
 
-    def prepare_text_features(self) -> torch.Tensor:
+    def prepare_text_features(self) -> torch.Tensor | None:
         """The class text features (K, E), computed now if they are not fresh.
 
         Call it before sharding the model (FSDP): forward then finds them fresh and never runs
-        the text tower.
+        the text tower. A classifier-head (SSv2) model has none: None.
         """
+        if not self.text_head:
+            return None
         if not self.text_features_fresh():
             self.refresh_text_features()
         return self.class_text_features
