@@ -6,23 +6,43 @@ PY := $(VENV)/bin/python
 # never swaps in a multi-GB CUDA build; triton 3.7.1 is what CUDA torch 2.13.0 needs.
 PINS := torch==2.13.0 triton==3.7.1 numpy
 
-.PHONY: setup demo test bench clean
-setup: $(VENV)/.installed
+# torchcodec 0.13 is the last CPU build; it loads Debian 12's FFmpeg 5 libraries.
+FFMPEG5 := libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libavdevice59 libavfilter8
+
+.PHONY: setup system-libs demo test bench clean
+setup: $(VENV)/.installed system-libs
 
 $(VENV)/.installed: setup.py pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q $(PINS) -e '.[dev]'
-	touch $@
+	@echo "make: creating $(VENV) and installing torch 2.13.0 (CPU), triton 3.7.1 and ila-fast (editable, dev extra: pytest, PyAV, DALI, torchcodec) ... about a minute"
+	@$(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
+	@$(PY) -m pip install -q --disable-pip-version-check $(PINS) -e '.[dev]'
+	@touch $@
+	@echo "make: $(VENV) ready ($$($(VENV)/bin/ila-fast --version))"
+
+# FFmpeg 5 shared libraries for torchcodec: installed with apt when missing (as root on Debian),
+# otherwise a note; without them torchcodec does not load and the CPU backend uses PyAV.
+system-libs:
+	@if dpkg -s $(FFMPEG5) >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "make: installing Debian's FFmpeg 5 libraries for torchcodec (apt-get, about a minute)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			$(FFMPEG5) >/dev/null; \
+	else \
+		echo "make: note: torchcodec needs Debian's FFmpeg 5 libraries ($(FFMPEG5)); not root or no apt-get, so not installed"; \
+	fi
 
 demo: setup
 	$(VENV)/bin/ila-fast demo
 
 test: setup
+	@echo "make: running the test suite on the CPU (Triton kernels under the interpreter)"
 	TRITON_INTERPRET=1 $(PY) -m pytest -x -q tests
 
+# Every benchmark the CLI has; each prints what it measures (on a CPU: smoke-test figures only).
 bench: setup
-	$(VENV)/bin/ila-fast bench
+	$(VENV)/bin/ila-fast bench kernels
+	$(VENV)/bin/ila-fast bench data
 
 clean:
 	rm -rf $(VENV) build *.egg-info

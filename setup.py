@@ -36,7 +36,9 @@ setup(
     ],
     extras_require={
         # dev: DALI 2.4 for CUDA 13 (the smaller wheel) so make test exercises its CPU path
-        "dev": ["pytest", "pytest-benchmark", "av", "nvidia-dali-cuda130>=2.4"],
+        # torchcodec 0.13: the last CPU build (later ones need CUDA torch); it loads FFmpeg 5 libraries
+        "dev": ["pytest", "pytest-benchmark", "av", "nvidia-dali-cuda130>=2.4",
+                "torchcodec==0.13.0; platform_system == 'Linux' and platform_machine == 'x86_64'"],
         "cpu-video": ["av"],
         "dali": ["nvidia-dali-cuda120"],
         "dali-cuda13": ["nvidia-dali-cuda130"],
