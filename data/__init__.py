@@ -2,11 +2,13 @@
 augmentation, and no crash on bad videos.
 
 * ``dataset``: list / label CSV parsing and the cached probe index of the videos;
+* ``probe``: one pass over each video: frame count by the frame-index rule, main stream, DALI issues;
 * ``plan``: ``SamplePlan``, the single source of randomness (frames, crops, augmentation, mixing);
 * ``augment``: the clip transforms both backends compute; ``mixup``: mixing and smoothed targets;
 * ``cpu_backend`` (PyAV / torchcodec in DataLoader workers) and ``dali_backend`` (NVDEC on the GPU);
 * ``bad_videos``: reasons, accounting, the JSON report and the stop rule;
-* ``loader.build_loader``: what the trainer uses; ``synthetic``: ``ila-fast make-synthetic``.
+* ``loader.build_loader``: what the trainer uses; ``synthetic``: ``ila-fast make-synthetic``;
+* ``prepare``: ``ila-fast prepare`` (re-encode a dataset for fast loading).
 
 PyAV and DALI are imported only inside the modules that need them.
 """
