@@ -42,6 +42,8 @@ setup(
         "cpu-video": ["av"],
         "dali": ["nvidia-dali-cuda120"],
         "dali-cuda13": ["nvidia-dali-cuda130"],
+        # bench-data: the official-style baseline row of `ila-fast bench data` (not needed otherwise)
+        "bench-data": ["decord", "opencv-python-headless"],
     },
     package_data={"ila_fast.configs": ["*.toml"]},
     entry_points={"console_scripts": ["ila-fast = ila_fast.cli:main"]},

@@ -97,33 +97,38 @@ class _OfficialStyleClips(torch.utils.data.Dataset):
         return rotate_and_erase(clip, spec).contiguous(), spec.label
 
 
-def _worker_peak_mb(iterator) -> float | None:
-    """The largest peak RSS (VmHWM) among a DataLoader iterator's live worker processes."""
-    peaks = []
+def _worker_stats(iterator) -> tuple[float | None, float]:
+    """(largest peak RSS in MB (VmHWM), total CPU seconds) of a DataLoader iterator's live workers."""
+    peaks, cpu = [], 0.0
+    tick = os.sysconf("SC_CLK_TCK")
     for worker in getattr(iterator, "_workers", []):
         try:
             for line in Path(f"/proc/{worker.pid}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
                     peaks.append(int(line.split()[1]) / 1024)
+            fields = Path(f"/proc/{worker.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            cpu += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
         except OSError:
             pass
-    return max(peaks) if peaks else None
+    return (max(peaks) if peaks else None), cpu
 
 
-def _rate(batches, clips_wanted: int, sync=None) -> tuple[float, float | None]:
-    """(clips/s from creating the iterator, worker start included, to ``clips_wanted`` clips; worker peak MB)."""
-    start = time.perf_counter()
+def _rate(batches, clips_wanted: int, sync=None) -> dict:
+    """clips/s (wall, from creating the iterator: worker start included), clips per CPU second (this process
+    and its workers: what a worker costs, unaffected by other jobs on a shared machine) and worker peak RSS."""
+    start, start_cpu = time.perf_counter(), time.process_time()
     n = 0
-    peak = None
+    peak, worker_cpu = None, 0.0
     for batch in batches:
         video = batch["video"] if isinstance(batch, dict) else batch[0]
         n += video.shape[0]
         if n >= clips_wanted:
-            peak = _worker_peak_mb(batches)
+            peak, worker_cpu = _worker_stats(batches)
             break
     if sync:
         sync()
-    return n / (time.perf_counter() - start), peak
+    wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu + worker_cpu
+    return {"clips_per_s": n / wall, "clips_per_cpu_s": n / cpu, "worker_peak_mb": peak}
 
 
 def _plan(list_path: Path, args, repeat: int):
@@ -204,9 +209,8 @@ def _measure(args) -> list[dict]:
     def cpu_row(plan, paths, ds, nw, label, gop, options=None):
         backend = CpuBackend(plan, paths, ds.infos, args.input_size, num_workers=nw, decoder="pyav",
                              decoder_options=options)
-        rate, peak = _rate(backend.epoch(0), args.clips)
         return dict(backend="cpu", decoder="pyav", variant=label, codec="h264", gop=gop, workers=nw, device="cpu",
-                    clips_per_s=rate, worker_peak_mb=peak)
+                    **_rate(backend.epoch(0), args.clips))
 
     for gi, gop in enumerate(gops):
         ds, plan, _ = _plan(lists[gop], args, repeat)
@@ -216,23 +220,22 @@ def _measure(args) -> list[dict]:
             if baseline_missing:
                 rows.append(dict(backend="official-style (decord + cv2)", decoder="decord", variant="baseline",
                                  codec="h264", gop=gop, workers=nw, device="cpu", clips_per_s=float("nan"),
-                                 skipped=baseline_missing))
+                                 clips_per_cpu_s=float("nan"), skipped=baseline_missing))
             else:
                 loader = torch.utils.data.DataLoader(_OfficialStyleClips(plan, paths, args.input_size),
                                                      batch_size=args.batch_size, num_workers=nw,
                                                      prefetch_factor=4 if nw else None)
-                official, peak = _rate(iter(loader), args.clips)
+                official = _rate(iter(loader), args.clips)
                 rows.append(dict(backend="official-style (decord + cv2)", decoder="decord", variant="baseline",
-                                 codec="h264", gop=gop, workers=nw, device="cpu", clips_per_s=official,
-                                 worker_peak_mb=peak))
+                                 codec="h264", gop=gop, workers=nw, device="cpu", **official))
             row = cpu_row(plan, paths, ds, nw, "default", gop)
-            row["vs_official"] = row["clips_per_s"] / official if official else None
+            row["vs_official"] = row["clips_per_cpu_s"] / official["clips_per_cpu_s"] if official else None
             rows.append(row)
-            default = row["clips_per_s"]
+            default = row["clips_per_cpu_s"]
             if gi == 0 and nw == max(1, min(x for x in workers if x > 0) if any(workers) else 0):
                 for label, options in LEVERS.items():
                     lever = cpu_row(plan, paths, ds, nw, label, gop, options)
-                    lever["vs_cpu_default"] = lever["clips_per_s"] / default
+                    lever["vs_cpu_default"] = lever["clips_per_cpu_s"] / default
                     rows.append(lever)
     if dali_available():
         from ila_fast.data.dali_backend import DaliBackend
@@ -242,9 +245,8 @@ def _measure(args) -> list[dict]:
         for nw in [x for x in workers if x > 0] or [1]:
             backend = DaliBackend(plan, paths, ds.infos, args.input_size, args.frames_per_clip, device="cpu",
                                   num_threads=nw)
-            rate, _ = _rate(backend.epoch(0), args.clips)
             rows.append(dict(backend="dali", decoder="ffmpeg (cpu)", variant="default", codec="vp9", gop=gops[0],
-                             workers=nw, device="cpu", clips_per_s=rate))
+                             workers=nw, device="cpu", **_rate(backend.epoch(0), args.clips)))
         if torch.cuda.is_available():
             for codec in ("h264", "vp9"):
                 ds, plan, _ = _plan(lists[gops[0]] if codec == "h264" else vp9_list, args, repeat * 4)
@@ -252,18 +254,19 @@ def _measure(args) -> list[dict]:
                 for threads in (2, 4):
                     backend = DaliBackend(plan, paths, ds.infos, args.input_size, args.frames_per_clip,
                                           device="mixed", num_threads=threads)
-                    rate, _ = _rate(backend.epoch(0), args.clips * 4, sync=torch.cuda.synchronize)
                     rows.append(dict(backend="dali", decoder="nvdec (mixed)", variant="default", codec=codec,
                                      gop=gops[0], workers=threads, device=torch.cuda.get_device_name(),
-                                     clips_per_s=rate))
+                                     **_rate(backend.epoch(0), args.clips * 4, sync=torch.cuda.synchronize)))
     else:
         rows.append(dict(backend="dali", decoder="-", variant="-", codec="-", gop="-", workers=0, device="-",
-                         clips_per_s=float("nan"), skipped="not installed (pip install 'ila-fast[dali]')"))
+                         clips_per_s=float("nan"), clips_per_cpu_s=float("nan"),
+                         skipped="not installed (pip install 'ila-fast[dali]')"))
     if torch.cuda.is_available() and not args.no_trainer:
         try:
             rate = _trainer_rate(args)
             rows.append(dict(backend="trainer (ILA ViT-B/16, bf16 fwd+bwd)", decoder="-", variant="-", codec="-",
-                             gop="-", workers=0, device=torch.cuda.get_device_name(), clips_per_s=rate))
+                             gop="-", workers=0, device=torch.cuda.get_device_name(), clips_per_s=rate,
+                             clips_per_cpu_s=float("nan")))
         except Exception as e:  # noqa: BLE001 - report, keep the data rows
             print(f"trainer rate not measured: {type(e).__name__}: {e}")
     return rows
@@ -274,15 +277,19 @@ def format_table(rows: list[dict], args) -> str:
     head = (f"clips/s of {args.frames_per_clip}x{args.input_size} training clips (batch {args.batch_size}; "
             f"videos {size}, {args.frames} frames, H.264 with B-frames; {os.cpu_count()} CPU cores, "
             "one thread per worker)")
-    lines = [head, "", "| backend | variant | codec | GOP | workers | clips/s | ratio | worker peak RSS |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [head, "Ratios compare clips per CPU second (this process and its workers), which other jobs on a "
+                   "shared machine do not skew; clips/s is wall time, worker start included.", "",
+             "| backend | variant | codec | GOP | workers | clips/s | clips/CPU-s | ratio | worker peak RSS |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ratio = r.get("vs_official") if r.get("vs_official") is not None else r.get("vs_cpu_default")
         kind = " vs official" if r.get("vs_official") is not None else " vs cpu default" if ratio else ""
-        rate = f"{r['clips_per_s']:.1f}" if r["clips_per_s"] == r["clips_per_s"] else f"skipped: {r.get('skipped')}"
+        ok = r["clips_per_s"] == r["clips_per_s"]
+        rate = f"{r['clips_per_s']:.1f}" if ok else f"skipped: {r.get('skipped')}"
+        per_cpu = f"{r['clips_per_cpu_s']:.1f}" if r.get("clips_per_cpu_s") == r.get("clips_per_cpu_s") else "-"
         peak = f"{r['worker_peak_mb']:.0f} MB" if r.get("worker_peak_mb") else "-"
         lines.append(f"| {r['backend']} | {r['variant']} | {r['codec']} | {r['gop']} | {r['workers']} | {rate} | "
-                     f"{'' if ratio is None else f'{ratio:.2f}x{kind}'} | {peak} |")
+                     f"{per_cpu} | {'' if ratio is None else f'{ratio:.2f}x{kind}'} | {peak} |")
     trainer = [r for r in rows if r["backend"].startswith("trainer")]
     gpu = [r for r in rows if r["decoder"] == "nvdec (mixed)" and r["codec"] == "h264"]
     if trainer and gpu:
@@ -302,7 +309,8 @@ def run(args) -> int:
         meta = {"command": "ila-fast bench data " + " ".join(
                     f"--{k.replace('_', '-')} {v if not isinstance(v, (list, tuple)) else ','.join(map(str, v))}"
                     for k, v in vars(args).items()
-                    if not k.startswith("_") and k not in ("command", "bench", "func") and v not in (None, False)),
+                    if not k.startswith("_") and k not in ("command", "bench", "bench_command", "func", "debug")
+                    and v not in (None, False)),
                 "date": datetime.datetime.now().isoformat(timespec="seconds"), "host": platform.node(),
                 "cpu_cores": os.cpu_count(), "torch": torch.__version__, "pyav": av.__version__,
                 "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
