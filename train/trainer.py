@@ -356,7 +356,8 @@ class Trainer:
         interval.update(steps=0, clips=0, wait=0.0, start=time.perf_counter())
 
     def _delta(self) -> float:
-        return float(self.model.visual.transformer.resblocks[0].message_ila.delta)
+        block = self.model.visual.transformer.resblocks[0]
+        return float(block.message_ila.delta) if hasattr(block, "message_ila") else 0.0  # model.ila = false
 
     def _evaluate(self, monitor: Monitor, epoch: int) -> None:
         from .evaluate import evaluate
