@@ -48,8 +48,10 @@ COMMANDS: dict[str, Command] = {
                                                  "preemption / time-out, sweeps as job arrays, --status"),
     "bench kernels": Command("ila_fast.commands.bench_kernels", "fused ILA ops vs reference (eager, compiled)"),
     "bench data": Command("ila_fast.commands.bench_data", "clips/s of the data backends"),
+    "bench train": Command("ila_fast.bench.train_table", "training-step clips/s, peak memory and MFU: official-like "
+                                                         "vs eager / compiled / fused / +AC"),
 }
-GROUPS = {"bench": "benchmarks: kernels, data", "config": "inspect a config: show"}
+GROUPS = {"bench": "benchmarks: kernels, data, train", "config": "inspect a config: show"}
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
