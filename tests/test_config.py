@@ -83,5 +83,5 @@ def test_cli_refuses_bad_config_before_work(tmp_path, capsys):
     from ila_fast.cli import main
 
     path = write(tmp_path, "[model]\nframes = 0\n")
-    assert main(["demo", "--no-zoo", "--config", str(path)]) == 2
+    assert main(["demo", "--config", str(path), "--out", str(tmp_path / "demo")]) == 2
     assert "T must be >= 2" in capsys.readouterr().err
