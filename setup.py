@@ -24,7 +24,7 @@ setup(
     package_dir=ROOTS,
     install_requires=[
         "torch>=2.5",
-        "triton>=3.6,<3.10; platform_system == 'Linux'",  # kernels tested on 3.7.1 (pin) and 3.9.0 (interpreter); 3.6: the GPU machine's
+        "triton>=3.6,<3.10; platform_system == 'Linux'",  # tested: 3.7.1, 3.9 (interpreter); GPU box: 3.6
         "numpy",
         "einops",
         "open_clip_torch>=2.24",
