@@ -9,7 +9,7 @@ PINS := torch==2.13.0 triton==3.7.1 numpy
 # torchcodec 0.13 is the last CPU build; it loads Debian 12's FFmpeg 5 libraries.
 FFMPEG5 := libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libavdevice59 libavfilter8
 
-.PHONY: setup system-libs demo test bench clean
+.PHONY: setup system-libs demo test bench gpu-suite clean
 setup: $(VENV)/.installed system-libs
 
 $(VENV)/.installed: setup.py pyproject.toml
@@ -43,6 +43,12 @@ test: setup
 bench: setup
 	$(VENV)/bin/ila-fast bench kernels
 	$(VENV)/bin/ila-fast bench data
+	$(VENV)/bin/ila-fast bench train
+
+# On a GPU machine (its own Python, torch and triton; no registry): every GPU check in one command,
+# results under bench/results/gpu_<date>/. Run bench/gpu_wheels.sh where a registry is reachable first.
+gpu-suite:
+	bench/gpu_suite.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info
