@@ -13,10 +13,12 @@ FFMPEG5 := libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 lib
 setup: $(VENV)/.installed system-libs
 
 $(VENV)/.installed: setup.py pyproject.toml
-	@echo "make: creating $(VENV) and installing torch 2.13.0 (CPU), triton 3.7.1 and ila-fast (editable, dev extra: pytest, PyAV, DALI, torchcodec) ... about a minute"
+	@echo "make: creating $(VENV) and installing torch 2.13.0 (CPU), triton 3.7.1 and ila-fast (editable, dev extra:"
+	@echo "      pytest, PyAV, DALI, torchcodec), about 2 GB ... a few minutes"
 	@$(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
-	@$(PY) -m pip install -q --disable-pip-version-check $(PINS) -e '.[dev]'
+	@# -qq: errors only (setuptools' notice about editable installs with a package_dir layout is expected)
+	@$(PY) -m pip install -qq --disable-pip-version-check --upgrade pip setuptools wheel
+	@$(PY) -m pip install -qq --disable-pip-version-check $(PINS) -e '.[dev]'
 	@touch $@
 	@echo "make: $(VENV) ready ($$($(VENV)/bin/ila-fast --version))"
 
