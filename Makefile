@@ -14,7 +14,7 @@ setup: $(VENV)/.installed system-libs
 
 $(VENV)/.installed: setup.py pyproject.toml
 	@echo "make: creating $(VENV) and installing torch 2.13.0 (CPU), triton 3.7.1 and ila-fast (editable, dev extra:"
-	@echo "      pytest, PyAV, DALI, torchcodec), about 2 GB ... a few minutes"
+	@echo "      pytest, PyAV, DALI, torchcodec), about 2.6 GB ... a few minutes"
 	@$(PYTHON) -m venv $(VENV)
 	@# -qq: errors only (setuptools' notice about editable installs with a package_dir layout is expected)
 	@$(PY) -m pip install -qq --disable-pip-version-check --upgrade pip setuptools wheel
