@@ -128,18 +128,20 @@ def test_data_config_is_strict():
         build_dataclass(Config, {"data": {"grayscale_p": 1.5}}, "run.toml")
 
 
-def test_a_cpu_decoder_that_cannot_work_is_refused_at_build(tmp_path):
-    from ila_fast.data.decode import torchcodec_available
+def test_a_cpu_decoder_that_cannot_work_is_refused_at_build(tmp_path, monkeypatch):
+    import ila_fast.data.decode as decode
     from ila_fast.data.loader import build_loader
 
     from ila_fast.config import DataConfig
 
-    if torchcodec_available():
-        pytest.skip("torchcodec works here: nothing to refuse")
+    if decode.torchcodec_available():  # simulate the broken install a CPU machine without FFmpeg 5 has
+        monkeypatch.setattr(decode, "_torchcodec_error",
+                            lambda: "OSError: libavutil.so.57: cannot open shared object file")
     v = fixture_videos()
     lst = tmp_path / "list.txt"
     lst.write_text(f"{v['painted_vp9']} 0\n")
     cfg = DataConfig(root="/", train_list=str(lst), cpu_decoder="torchcodec", num_workers=0)
     with pytest.raises(ConfigError, match=r"data.cpu_decoder = 'torchcodec', but torchcodec does not load "
-                                          r"\(ModuleNotFoundError: .*pip install torchcodec.*data.cpu_decoder = 'pyav'"):
+                                          r"\((ModuleNotFoundError|OSError): .*pip install torchcodec.*"
+                                          r"data.cpu_decoder = 'pyav'"):
         build_loader(cfg, "train", frames=8, input_size=32, num_classes=2, backend="cpu")
