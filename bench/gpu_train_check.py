@@ -5,7 +5,7 @@ installed, else the CPU loader): the loss falls, no step is non-finite, a checkp
 and a second run started on the same output resumes from it and continues to step 60.
 Random CLIP weights (no downloads on the machine); lr raised so 50 steps move the loss.
 
-    python bench/gpu_train_check.py OUT_DIR
+    python bench/gpu_train_check.py OUT_DIR [CONFIG]    (CONFIG tiny checks the script itself on a CPU)
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 
-def main(out: str) -> int:
+def main(out: str, config: str = "k400_b16_8f") -> int:
     from ila_fast.config import load_config
     from ila_fast.data.synthetic import make_synthetic
     from ila_fast.train import Trainer
@@ -31,12 +31,12 @@ def main(out: str) -> int:
                  "train.epochs": 10, "train.warmup_epochs": 1.0, "train.max_steps": 50,
                  "train.log_every_steps": 5, "train.checkpoint_every_steps": 25, "train.eval_every_epochs": 0,
                  "train.lr_message": 2e-3, "train.lr_temporal": 2e-3, "train.lr_mit": 2e-3}
-    cfg = load_config("k400_b16_8f", overrides)
+    cfg = load_config(config, overrides)
     tick = time.time()
     first = Trainer(cfg, out / "run").fit()
     first_s = time.time() - tick
     overrides["train.max_steps"] = 60
-    second = Trainer(load_config("k400_b16_8f", overrides), out / "run").fit()
+    second = Trainer(load_config(config, overrides), out / "run").fit()
     train, _ = read_metrics(out / "run")
     losses = [r["loss"] for r in train]
     report = {"first": first, "second": second, "first_run_s": first_s, "losses": losses,
@@ -56,4 +56,4 @@ def main(out: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(*sys.argv[1:3]))
