@@ -188,6 +188,9 @@ class PyAVDecoder:
         return rgb[[lookup[int(i)] for i in indices]]
 
 
+TORCHCODEC_CONTAINERS = frozenset({"mov", "matroska", "flv", "avi"})
+
+
 class TorchCodecDecoder:
     name = "torchcodec"
 
@@ -199,7 +202,9 @@ class TorchCodecDecoder:
         self._pyav = None
 
     def decode(self, path: str, indices, info: VideoInfo, crop=None, out_size: int | None = None) -> np.ndarray:
-        if info.index_by != "pts" or info.dali_issue:  # untrusted timestamps, edit lists: PyAV counts
+        # torchcodec's exact mode indexes frames as the rule does only in these containers (corpus tests:
+        # MPEG-TS / PS fail), and not with untrusted timestamps or edit lists: PyAV decodes the rest
+        if info.index_by != "pts" or info.dali_issue or info.container not in TORCHCODEC_CONTAINERS:
             if self._pyav is None:
                 self._pyav = PyAVDecoder(self.threads)
             return self._pyav.decode(path, indices, info, crop, out_size)

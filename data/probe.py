@@ -61,6 +61,7 @@ class VideoInfo:
     stream: int = 0           # container stream index of the main video stream
     index_by: str = "pts"     # "pts" (seekable) or "count" (decode from the start and count)
     dali_issue: str = ""      # why DALI would decode this video wrongly; "" when it should not
+    container: str = ""       # FFmpeg's demuxer (mov, matroska, mpegts, mpeg, avi, flv, ...)
 
     @property
     def quarter_turns(self) -> int:
@@ -175,6 +176,7 @@ def _probe(path: Path) -> VideoInfo:
             name = (ctx.name if ctx is not None else "") or "unknown"
             raise BadVideo("unsupported_codec", f"no decoder for codec {name!r}")
         info = VideoInfo(width=ctx.width, height=ctx.height, codec=codec_family(ctx), stream=stream.index,
+                         container=container.format.name.split(",")[0],
                          fps=float(stream.average_rate or stream.guessed_rate or 0),
                          pix_fmt=ctx.format.name if ctx.format is not None else "")
         packets, sizes = _demux(av, container, stream)

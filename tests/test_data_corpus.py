@@ -39,18 +39,23 @@ def _loader(backend, names, mode="test", **overrides):
     corpus = corpus_videos()
     root = fixture_videos()["root"]
     lst = write_list(root, names, {n: corpus[n][0] for n in names})
+    overrides.setdefault("cpu_decoder", "pyav")
     cfg = DataConfig(root=str(root), train_list=str(lst), batch_size=4, num_workers=0, dali_device="cpu",
-                     cpu_decoder="pyav", max_bad_fraction=1.0, test_clips=3, test_crops=1, crop_scales=[1.0],
+                     max_bad_fraction=1.0, test_clips=3, test_crops=1, crop_scales=[1.0],
                      color_jitter_p=0.0, grayscale_p=0.0, erasing_p=0.0, mixup_alpha=0.0, cutmix_alpha=0.0,
                      **overrides)
     return build_loader(cfg, "train", frames=T, input_size=S, num_classes=2, backend=backend, mode=mode)
 
 
-@pytest.mark.parametrize("mode", ["test", "train"])
-def test_cpu_backend_returns_exactly_the_planned_frames(mode):
+@pytest.mark.parametrize("mode,decoder", [("test", "pyav"), ("train", "pyav"), ("test", "torchcodec")])
+def test_cpu_backend_returns_exactly_the_planned_frames(mode, decoder):
+    from ila_fast.data.decode import torchcodec_available
+
+    if decoder == "torchcodec" and not torchcodec_available():
+        pytest.skip("torchcodec is not installed (optional; needs system FFmpeg libraries)")
     corpus = corpus_videos()
     names = list(corpus) * (2 if mode == "train" else 1)  # training: random frames in every segment
-    loader = _loader("cpu", names, mode)
+    loader = _loader("cpu", names, mode, cpu_decoder=decoder)
     seen = set()
     for batch in loader:
         for clip, spec in zip(batch.video, batch.specs):
