@@ -71,6 +71,14 @@ class TrainJob(submitit.helpers.Checkpointable):
         # first of all, before the slow imports: from here on USR2 means "save and requeue" on every rank
         self._started = time.time()
         signal.signal(job._usr_sig(), self._on_preempt_signal)
+        try:
+            return self._run(job)
+        finally:
+            # done (or leaving to be requeued): a late USR2 must not kill the exiting process, which
+            # would fail a completed job. Python resets its own handlers at exit, but not SIG_IGN.
+            signal.signal(job._usr_sig(), signal.SIG_IGN)
+
+    def _run(self, job) -> dict:
         from ila_fast.config import load_config
 
         cfg = load_config(Path(self.run_dir) / "config.toml")
