@@ -13,7 +13,8 @@ frame ``i`` again:
 
 It also records what DALI would get wrong (``dali_issue``): a header frame count that is not
 the real count, a resolution change, frames hidden by an edit list, untrusted timestamps, a main
-stream that is not the first video stream.
+stream that is not the first video stream, a container where DALI's indexing is not verified
+(MPEG-TS / PS, FLV, raw streams: DALI builds its own index there).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from .bad_videos import BadVideo
 _MAGIC = (b"\x1aE\xdf\xa3", b"RIFF", b"\x47", b"\x00\x00\x01\xba", b"FLV")
 _MP4_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")
 _NOT_MAIN = 1024 | 2048 | 1048576  # dispositions: attached_pic, timed_thumbnails, still_image
+DALI_CONTAINERS = frozenset({"mov", "matroska", "avi"})  # where DALI's frame indices are tested to follow the rule
 _KEY_FRAME_SPACING = 8  # intra-only streams: decode every 8th frame to see the frame size
 
 
@@ -181,6 +183,9 @@ def _probe(path: Path) -> VideoInfo:
                          pix_fmt=ctx.format.name if ctx.format is not None else "")
         packets, sizes = _demux(av, container, stream)
         issues = []
+        demuxer = container.format.name.split(",")[0]
+        if demuxer not in DALI_CONTAINERS:
+            issues.append(f"DALI's frame indexing is not verified for the {demuxer} container")
         if stream.index != container.streams.video[0].index:
             issues.append(f"the main video stream is stream {stream.index}, not the first video stream")
         kept = [(pts, key) for pts, key, discard in packets if not discard]

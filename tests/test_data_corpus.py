@@ -15,6 +15,8 @@ DALI_ISSUES = {
     "raw_h264": "timestamps do not give the frame order (24 packets without pts)",
     "ts_missing_pts": "timestamps do not give the frame order (21 packets without pts)",
     "edit_list": "edit list discards 3 pre-roll frames",
+    "ts": "not verified for the mpegts container", "mpg": "not verified for the mpeg container",
+    "flv": "not verified for the flv container",
     "thumbnail_first_mp4": "main video stream is stream 1",
     "thumbnail_first_mkv": "main video stream is stream 1",
     "resolution_change": "frame size changes mid-stream (64x48, 96x72)",
