@@ -23,7 +23,7 @@ __all__ = ["DatasetError", "VideoDataset", "VideoEntry", "VideoIndex", "VideoInf
 
 log = logging.getLogger("ila_fast.data")
 
-INDEX_VERSION = 3  # 2: main stream, frame-index rule ("pts" / "count"), DALI issues; 3: container
+INDEX_VERSION = 4  # 2: main stream, frame-index rule ("pts" / "count"), DALI issues; 3: container; 4: its DALI issue
 
 
 class DatasetError(ValueError):
