@@ -57,3 +57,29 @@ def test_gpu_bad_videos_complete_the_epoch():
     counts = {k: n for k, n in loader.bad_log.report(0)["by_reason"].items() if n}
     assert counts == {"empty_file": 1, "truncated": 2, "not_a_video": 1, "no_video_stream": 1,
                       "unsupported_codec": 1}
+
+
+@pytest.mark.parametrize("fallback", ["skip", "cpu"])
+def test_gpu_corpus_frames_are_exact_or_routed(fallback):
+    """Every container / stream class: NVDEC's frames are the planned ones, or the video goes to PyAV (cpu)
+    or is skipped as unsupported_by_backend (skip); never a wrong clip."""
+    from video_fixtures import corpus_videos
+
+    corpus = corpus_videos()
+    names = list(corpus)
+    root = fixture_videos()["root"]
+    lst = write_list(root, names, {n: corpus[n][0] for n in names})
+    cfg = DataConfig(root=str(root), train_list=str(lst), batch_size=4, num_workers=2, dali_device="mixed",
+                     dali_fallback=fallback, dali_pipelines=2, cpu_decoder="pyav", max_bad_fraction=1.0,
+                     test_clips=3, test_crops=1, crop_scales=[1.0], **NO_PHOTOMETRIC)
+    loader = build_loader(cfg, "train", frames=T, input_size=S, num_classes=2, backend="dali", mode="test",
+                          device="cuda")
+    seen = set()
+    for batch in loader:
+        for clip, spec in zip(batch.video, batch.specs):
+            name = names[spec.video]
+            assert read_indices_clip(clip) == [corpus[name][1] + i for i in spec.frames], name
+            seen.add(name)
+    bad = {names[v]: e.reason for v, e in loader.bad_log.bad.items()}
+    assert set(bad.values()) <= {"unsupported_by_backend"}
+    assert seen | set(bad) == set(names) and (fallback == "skip" or not bad)
