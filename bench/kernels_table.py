@@ -116,6 +116,40 @@ def minimal_bytes(op: str, shape: dict, elem: int, backward: bool) -> int:
     return z + out + ((2 * z + out) if backward else 0)    # fwd: Z -> F; bwd: Z, dF -> dZ
 
 
+def minimal_flops(op: str, shape: dict, backward: bool) -> int:
+    """Floating-point operations the op must do (multiply-add = 2), the roofline's compute
+    side: the 3x3 / 1x1 convolutions (GEMMs) dominate the correlation fronts."""
+    b, t, g, d, c = (shape[k] for k in "BTGDC")
+    if op == "align":
+        return b * t * (g * g + 1) * d * (5 + (8 if backward else 0))
+    m, k2 = b * (t - 1) * g * g, 2 * d
+    if op.startswith("corr"):
+        fwd = 2 * 9 * m * k2 + 2 * m * k2 * c              # depthwise + pointwise GEMM
+        bwd = 2 * (2 * m * k2 * c) + 2 * (2 * 9 * m * k2)  # dW, dh GEMMs; depthwise dZ, dw1
+    else:
+        fwd = 2 * m * 9 * k2 * c                           # dense 3x3 conv as an implicit GEMM
+        bwd = 2 * fwd                                      # dX and dW
+    return fwd + (bwd if backward else 0)
+
+
+def device_roofline(device) -> dict:
+    """Measured on this GPU: device-to-device copy bandwidth (bytes read + written per s)
+    and dense bf16 GEMM rate (FLOP/s), the ceilings the kernels are compared with."""
+    measure = _timer(device)
+    src = torch.empty(2**28, dtype=torch.float32, device=device)  # 1 GiB
+    dst = torch.empty_like(src)
+    for _ in range(3):
+        dst.copy_(src)
+    copy_s = measure(lambda: dst.copy_(src), 20)
+    del src, dst
+    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    bm = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ bm
+    gemm_s = measure(lambda: a @ bm, 20)
+    return dict(copy_bytes_per_s=2 * 2**30 / copy_s, gemm_flops_per_s=2 * 8192**3 / gemm_s)
+
+
 def saved_bytes(fn, inputs: dict) -> int:
     """Bytes of the distinct storages autograd keeps for backward, parameters excluded."""
     exclude = {p.untyped_storage()._cdata for key in ("params", "dense_params") for p in inputs[key].values()}
@@ -218,7 +252,8 @@ def bench_case(op: str, impl: str, inputs: dict, shape: dict, iters: int, device
             call()
         seconds = measure(call, iters)
         rows.append(dict(op=op, impl=impl, pass_=name, ms=seconds * 1e3,
-                         gbps=minimal_bytes(op, shape, elem, backward) / seconds / 1e9))
+                         gbps=minimal_bytes(op, shape, elem, backward) / seconds / 1e9,
+                         tflops=minimal_flops(op, shape, backward) / seconds / 1e12))
     saved = saved_bytes(fn, leaf_inputs(inputs, op))
     for row in rows:
         row["saved_mib"] = saved / 2**20
@@ -301,7 +336,26 @@ def _versions() -> dict:
     return info
 
 
+def _compile_report() -> int:
+    """The offline sm_90 compile report, in a process of its own (it must not interpret)."""
+    import subprocess
+
+    env = dict(os.environ, TRITON_INTERPRET="0")
+    return subprocess.run([sys.executable, "-m", "ila_fast.kernels.compile_report", "--scope", "all"],
+                          env=env).returncode
+
+
+def _roofline_cells(row: dict, roof: dict | None) -> str:
+    if roof is None:
+        return f"{'interpreted, no bandwidth figure':>32s}"
+    copy = row["gbps"] * 1e9 / roof["copy_bytes_per_s"]
+    gemm = row["tflops"] * 1e12 / roof["gemm_flops_per_s"]
+    return f"{row['gbps']:8.1f} {100 * copy:5.1f}% {row['tflops']:7.1f} {100 * gemm:5.1f}%"
+
+
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "compile_report", False):
+        return _compile_report()
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     shapes = (["b16", "l14"] if cuda else ["tiny"]) if args.shapes == "auto" else args.shapes.split(",")
@@ -333,7 +387,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"check: {sum(r['ok'] for r in checks)} / {len(checks)} ok "
               "(RMS error vs float64 relative to the exact RMS; ok: fused <= 2 x reference + 1 ulp)\n")
     rows = []
-    header = f"{'shape':18s} {'op':11s} {'impl':9s} {'pass':8s} {'ms':>10s} {'GB/s':>8s} {'x eager':>8s} {'saved MiB':>10s}"
+    roof = device_roofline(device) if cuda else None
+    if roof:
+        print(f"Roofline, measured on this GPU: copy {roof['copy_bytes_per_s'] / 1e9:.0f} GB/s (read + write), "
+              f"bf16 GEMM {roof['gemm_flops_per_s'] / 1e12:.0f} TFLOP/s. GB/s and TFLOP/s: the op's minimal "
+              "bytes and FLOPs over its time; %: the fraction of those ceilings.")
+        info["roofline"] = roof
+    roof_head = f"{'GB/s':>8s} {'%copy':>6s} {'TFLOP/s':>7s} {'%gemm':>6s}" if roof else f"{'roofline':>32s}"
+    header = (f"{'shape':18s} {'op':11s} {'impl':9s} {'pass':8s} {'ms':>10s} {roof_head} {'x eager':>8s} "
+              f"{'saved MiB':>10s}")
     print(header)
     print("-" * len(header))
     for shape_name in shapes:
@@ -348,7 +410,7 @@ def run(args: argparse.Namespace) -> int:
                 r["speedup"] = eager[r["pass_"]] / r["ms"]
                 r["shape"] = shape_name
                 print(f"{LABELS[shape_name]:18s} {r['op']:11s} {r['impl']:9s} {r['pass_']:8s} {r['ms']:10.3f} "
-                      f"{r['gbps']:8.1f} {r['speedup']:8.2f} {r['saved_mib']:10.2f}")
+                      f"{_roofline_cells(r, roof)} {r['speedup']:8.2f} {r['saved_mib']:10.2f}")
             rows += case_rows
             if cuda:
                 torch.cuda.empty_cache()

@@ -1,7 +1,6 @@
 """Helpers shared by the two correlation fronts, ``correlation.py`` (Kinetics) and
 ``dense_correlation.py`` (SSv2): the pair-pixel index map used inside their kernels, the
-input geometry check, the accumulator and dot types, the autocast input cast and the
-BatchNorm affine dtype."""
+input geometry check, the accumulator and dot types and the autocast input cast."""
 from __future__ import annotations
 
 import torch
@@ -50,12 +49,3 @@ def _autocast_input(z: torch.Tensor) -> torch.Tensor:
     if z.device.type in ("cuda", "cpu") and torch.is_autocast_enabled(z.device.type) and z.dtype == torch.float32:
         return z.to(torch.get_autocast_dtype(z.device.type))
     return z
-
-
-def _bn_affine(weight, bias, running_mean):
-    """BatchNorm affine parameters in the running statistics' dtype. Mixed precision (FSDP's
-    param_dtype=bf16) casts parameters but not buffers, and F.batch_norm refuses bf16
-    weights with fp32 running statistics; its input may stay bf16."""
-    if running_mean is None or weight is None or weight.dtype == running_mean.dtype:
-        return weight, bias
-    return weight.to(running_mean.dtype), (None if bias is None else bias.to(running_mean.dtype))

@@ -17,6 +17,7 @@ The derivative follows torch autograd of the reference formula exactly: w' = 0 w
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 
@@ -28,40 +29,121 @@ if not torch.cuda.is_available() and "TRITON_INTERPRET" not in os.environ:
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
-from .reference import MASK_FLAT_RADIUS, MASK_RAMP_SLOPE, grid_coordinates  # noqa: E402
+from . import reference  # noqa: E402
+from .reference import MASK_FLAT_RADIUS, MASK_RAMP_SLOPE  # noqa: E402
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 
+def _triton_mode_mismatch() -> bool:
+    """True when our kernels would be interpreted but triton itself was imported in compiled
+    mode (something, e.g. open_clip, imported triton before us without TRITON_INTERPRET=1):
+    triton's own library functions (tl.zeros, tl.sum, ...) are then compiled-mode objects
+    that the interpreter cannot call, so every kernel would fail."""
+    if not INTERPRET:
+        return False
+    from triton.runtime.interpreter import InterpretedFunction
 
-def empty_output(shape, like: torch.Tensor, dtype=None) -> torch.Tensor:
+    return not isinstance(tl.standard.zeros, InterpretedFunction)
+
+
+# Without a GPU and with triton loaded in the wrong mode the fused ops run the reference
+# ops instead (same signatures, same results up to rounding), with one warning.
+USE_REFERENCE = _triton_mode_mismatch()
+_warned: set[str] = set()
+
+
+def use_reference(z: torch.Tensor, op: str) -> bool:
+    """Whether the fused op ``op`` hands this call to the reference op (warned once per reason):
+    triton in the wrong mode (see above), or float64 on a GPU (no tensor-core path and tiles
+    sized for 2-4 byte elements; float64 is for tests, where the interpreter runs it)."""
+    reason = None
+    if USE_REFERENCE:
+        reason = ("triton was imported before ila_fast.kernels without TRITON_INTERPRET=1 on a machine "
+                  "without a GPU; the fused ops run the reference ops (import ila_fast first, or set "
+                  "TRITON_INTERPRET=1)")
+    elif z.dtype == torch.float64 and not INTERPRET:
+        reason = "float64 inputs: the fused ops run the reference ops on the GPU"
+    if reason and reason not in _warned:
+        _warned.add(reason)
+        warnings.warn(f"ila_fast.kernels ({op}): {reason}", RuntimeWarning, stacklevel=3)
+    return reason is not None
+
+
+_GRIDS: dict = {}
+
+
+def grid_coordinates(g: int, device, dtype) -> torch.Tensor:
+    """The (G,) grid coordinates, made once per (G, device, dtype) and kept: no new tensor per
+    call (a CUDA-graph capture must not allocate from Python values)."""
+    key = (g, str(device), dtype)
+    if key not in _GRIDS:
+        _GRIDS[key] = reference.grid_coordinates(g, device, dtype)
+    return _GRIDS[key]
+
+
+
+def empty_output(shape, like: torch.Tensor, dtype=None, channels_last=False) -> torch.Tensor:
     """torch.empty, NaN-filled when ILA_FAST_NAN_FILL=1 so that unwritten elements fail tests."""
-    out = torch.empty(shape, dtype=dtype or like.dtype, device=like.device)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    out = torch.empty(shape, dtype=dtype or like.dtype, device=like.device, memory_format=layout)
     if os.environ.get("ILA_FAST_NAN_FILL") == "1" and out.is_floating_point():
         out.fill_(float("nan"))
     return out
 
 
 def autotune_configs(gpu, interp, default=0):
-    """triton.Configs from (meta, num_warps, num_stages) triples: the H100 / H200 sweep, or
-    one small config under the interpreter. ILA_FAST_AUTOTUNE=0 keeps only ``gpu[default]``
-    (no tuning: fast first launches, e.g. for the tests on a GPU)."""
+    """triton.Configs: the H100 / H200 sweep, or one small config under the interpreter.
+
+    gpu entries are (meta, num_warps, num_stages) or (meta, num_warps, num_stages, sizes):
+    a config tagged with element sizes is tried only for inputs of those sizes in bytes
+    (shared memory grows with the element size: a tile that fits in bf16 may not in fp32).
+    ``ConfigList.prune`` (the autotuner's early_config_prune) applies the tags, and
+    tests/test_kernels_compile.py compiles every config for sm_90 and checks it against the
+    shared-memory limit for each size it is tagged with. gpu[default] must suit every dtype:
+    ILA_FAST_AUTOTUNE=0 keeps only it (no tuning: fast first launches, e.g. for the tests
+    on a GPU)."""
     if INTERPRET:
-        chosen = interp
+        chosen, index = interp, 0
     elif os.environ.get("ILA_FAST_AUTOTUNE", "1") == "0":
-        chosen = gpu[default:default + 1]
+        chosen, index = gpu[default:default + 1], 0
     else:
-        chosen = gpu
-    return [triton.Config(c, num_warps=w, num_stages=s) for c, w, s in chosen]
+        chosen, index = gpu, default
+    configs = []
+    for meta, warps, stages, *sizes in chosen:
+        config = triton.Config(meta, num_warps=warps, num_stages=stages)
+        config.element_sizes = tuple(sizes[0]) if sizes else (2, 4, 8)
+        configs.append(config)
+    return ConfigList(configs, default=index)
 
 
-# H100 / H200: memory-bound, so the sweep is over tile shape and warps only.
+def autotune(configs: "ConfigList", key: list[str]):
+    """triton.autotune over ``configs`` with their element-size pruning."""
+    return triton.autotune(configs=configs, key=key, prune_configs_by={"early_config_prune": configs.prune})
+
+
+class ConfigList(list):
+    """triton.Configs that know their default (the one ILA_FAST_AUTOTUNE=0 keeps; the
+    offline compile report marks it) and prune themselves by the input's element size."""
+
+    def __init__(self, configs, default=0):
+        super().__init__(configs)
+        self.default = default
+
+    def prune(self, configs, named_args, **kwargs):
+        size = next(a.element_size() for a in named_args.values() if isinstance(a, torch.Tensor))
+        return [c for c in configs if size in c.element_sizes] or [self[self.default]]
+
+
+# H100 / H200: memory-bound, so the sweep is over tile shape and warps only; a few KB of
+# shared memory in every dtype (the compile report shows it).
 _FWD_CONFIGS = autotune_configs(
-    gpu=[({"BLOCK_L": bl, "BLOCK_D": bd}, w, 2) for bl in (16, 32) for bd in (64, 128, 256) for w in (4, 8)],
-    interp=[({"BLOCK_L": 64, "BLOCK_D": 64}, 4, 1)], default=8)  # (32, 128, 4 warps)
+    gpu=[({"BLOCK_L": bl, "BLOCK_D": bd}, w, 2) for bl, bd, w in ((32, 128, 4), (16, 256, 4), (32, 256, 8),
+                                                                   (16, 128, 4))],
+    interp=[({"BLOCK_L": 64, "BLOCK_D": 64}, 4, 1)], default=0)
 _BWD_CONFIGS = autotune_configs(
-    gpu=[({"BLOCK_D": bd}, w, s) for bd in (64, 128, 256) for w in (4, 8) for s in (2, 3)],
-    interp=[({"BLOCK_D": 64}, 4, 1)], default=4)  # (128, 4 warps, 2 stages)
+    gpu=[({"BLOCK_D": bd}, w, 2) for bd, w in ((64, 4), (128, 8), (64, 8), (256, 8))],
+    interp=[({"BLOCK_D": 64}, 4, 1)], default=0)
 # Token block of the backward kernel: fixed (not tuned) because it sets the number of dP partials.
 BWD_BLOCK_L = 64 if INTERPRET else 32
 
@@ -114,8 +196,8 @@ def _axis(g, p, delta, TRAIN: tl.constexpr, FLAT: tl.constexpr, SLOPE: tl.conste
 
 
 @triton.jit
-def _frame_masks(p_ptr, g_ptr, delta_ptr, b, t, T, l, G, lmask, ACC: tl.constexpr,
-                 TRAIN: tl.constexpr, FLAT: tl.constexpr, SLOPE: tl.constexpr):
+def _frame_masks(p_ptr, g_ptr, delta_ptr, delta_value, b, t, T, l, G, lmask, ACC: tl.constexpr,
+                 DELTA_PTR: tl.constexpr, TRAIN: tl.constexpr, FLAT: tl.constexpr, SLOPE: tl.constexpr):
     """Masks of the tokens l of frame (b, t): pre-mask of pair t and cur-mask of pair t-1.
 
     Returns (m_pre, m_cur, and the four factors' weights and derivatives) with zeros where
@@ -129,7 +211,10 @@ def _frame_masks(p_ptr, g_ptr, delta_ptr, b, t, T, l, G, lmask, ACC: tl.constexp
     py_pre = tl.load(pre + 1, mask=has_pre, other=0.0).to(ACC)
     px_cur = tl.load(cur + 2, mask=has_cur, other=0.0).to(ACC)
     py_cur = tl.load(cur + 3, mask=has_cur, other=0.0).to(ACC)
-    delta = tl.load(delta_ptr).to(ACC)
+    if DELTA_PTR:
+        delta = tl.load(delta_ptr).to(ACC)
+    else:
+        delta = delta_value  # an fp32 scalar argument (float64 callers pass a tensor)
     patch = (l >= 1) & lmask
     q = tl.maximum(l - 1, 0)
     gy = tl.load(g_ptr + q // G, mask=lmask, other=0.0)
@@ -146,10 +231,11 @@ def _frame_masks(p_ptr, g_ptr, delta_ptr, b, t, T, l, G, lmask, ACC: tl.constexp
             wy_pre, dwy_pre, wx_pre, dwx_pre, wy_cur, dwy_cur, wx_cur, dwx_cur)
 
 
-@triton.autotune(configs=_FWD_CONFIGS, key=["L", "D", "TRAIN"])
+@autotune(_FWD_CONFIGS, key=["L", "D", "TRAIN"])
 @triton.jit
-def _align_fwd_kernel(z_ptr, p_ptr, delta_ptr, g_ptr, out_ptr, pooled_ptr, T, L, D, G,
-                      ACC: tl.constexpr, TRAIN: tl.constexpr, FLAT: tl.constexpr, SLOPE: tl.constexpr,
+def _align_fwd_kernel(z_ptr, p_ptr, delta_ptr, delta_value, g_ptr, out_ptr, pooled_ptr, T, L, D, G,
+                      ACC: tl.constexpr, DELTA_PTR: tl.constexpr, TRAIN: tl.constexpr, FLAT: tl.constexpr,
+                      SLOPE: tl.constexpr,
                       FIX_BF16: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
     """One program: one frame (b, t) x BLOCK_D channels, looping over the L tokens."""
     f = tl.program_id(0).to(tl.int64)
@@ -167,7 +253,7 @@ def _align_fwd_kernel(z_ptr, p_ptr, delta_ptr, g_ptr, out_ptr, pooled_ptr, T, L,
         l = l0 + tl.arange(0, BLOCK_L)
         lmask = l < L
         m_pre, m_cur, _, _, patch, _, _, _, _, _, _, _, _ = _frame_masks(
-            p_ptr, g_ptr, delta_ptr, b, t, T, l, G, lmask, ACC, TRAIN, FLAT, SLOPE)
+            p_ptr, g_ptr, delta_ptr, delta_value, b, t, T, l, G, lmask, ACC, DELTA_PTR, TRAIN, FLAT, SLOPE)
         frame_mask = tl.where(patch, (m_pre + m_cur) * inv_count, 1.0)
         offs = base + l[:, None].to(tl.int64) * D + d[None, :]
         mask = lmask[:, None] & dmask[None, :]
@@ -178,15 +264,20 @@ def _align_fwd_kernel(z_ptr, p_ptr, delta_ptr, g_ptr, out_ptr, pooled_ptr, T, L,
     # pooled (B, T-1, 2, D): [b, t, 0] from this frame as pre, [b, t-1, 1] as cur.
     pre_offs = ((b * (T - 1) + t) * 2 + 0) * D + d
     cur_offs = ((b * (T - 1) + t - 1) * 2 + 1) * D + d
-    tl.store(pooled_ptr + pre_offs, store_cast(acc_pre, pooled_ptr.dtype.element_ty, FIX_BF16), mask=dmask & has_pre)
-    tl.store(pooled_ptr + cur_offs, store_cast(acc_cur, pooled_ptr.dtype.element_ty, FIX_BF16), mask=dmask & has_cur)
+    # Block-shaped conditions (Triton 3.9's interpreter refuses a block mask & a scalar).
+    tt = tl.zeros_like(d) + t
+    tl.store(pooled_ptr + pre_offs, store_cast(acc_pre, pooled_ptr.dtype.element_ty, FIX_BF16),
+             mask=dmask & (tt < T - 1))
+    tl.store(pooled_ptr + cur_offs, store_cast(acc_cur, pooled_ptr.dtype.element_ty, FIX_BF16),
+             mask=dmask & (tt > 0))
 
 
-@triton.autotune(configs=_BWD_CONFIGS, key=["L", "D", "TRAIN"])
+@autotune(_BWD_CONFIGS, key=["L", "D", "TRAIN"])
 @triton.jit
-def _align_bwd_kernel(z_ptr, p_ptr, delta_ptr, g_ptr, ga_ptr, gs_ptr, dz_ptr, dp_part_ptr,
+def _align_bwd_kernel(z_ptr, p_ptr, delta_ptr, delta_value, g_ptr, ga_ptr, gs_ptr, dz_ptr, dp_part_ptr,
                       T, L, D, G, NLB,
-                      ACC: tl.constexpr, TRAIN: tl.constexpr, FLAT: tl.constexpr, SLOPE: tl.constexpr,
+                      ACC: tl.constexpr, DELTA_PTR: tl.constexpr, TRAIN: tl.constexpr, FLAT: tl.constexpr,
+                      SLOPE: tl.constexpr,
                       FIX_BF16: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr):
     """One program: one frame (b, t) x BLOCK_L tokens, looping over the D channels.
 
@@ -206,7 +297,7 @@ def _align_bwd_kernel(z_ptr, p_ptr, delta_ptr, g_ptr, ga_ptr, gs_ptr, dz_ptr, dp
     inv_count = tl.where(has_pre & has_cur, 0.5, 1.0)
     (m_pre, m_cur, keep_pre, keep_cur, patch, wy_pre, dwy_pre, wx_pre, dwx_pre,
      wy_cur, dwy_cur, wx_cur, dwx_cur) = _frame_masks(
-        p_ptr, g_ptr, delta_ptr, b, t, T, l, G, lmask, ACC, TRAIN, FLAT, SLOPE)
+        p_ptr, g_ptr, delta_ptr, delta_value, b, t, T, l, G, lmask, ACC, DELTA_PTR, TRAIN, FLAT, SLOPE)
     frame_mask = tl.where(patch, (m_pre + m_cur) * inv_count, 1.0)
     dm_pre = tl.zeros((BLOCK_L,), dtype=ACC)
     dm_cur = tl.zeros((BLOCK_L,), dtype=ACC)
@@ -220,8 +311,9 @@ def _align_bwd_kernel(z_ptr, p_ptr, delta_ptr, g_ptr, ga_ptr, gs_ptr, dz_ptr, dp
         mask = lmask[:, None] & dmask[None, :]
         z = tl.load(z_ptr + offs, mask=mask, other=0.0).to(ACC)
         ga = tl.load(ga_ptr + offs, mask=mask, other=0.0).to(ACC)
-        s_pre = tl.load(gs_pre + d, mask=dmask & has_pre, other=0.0).to(ACC)
-        s_cur = tl.load(gs_cur + d, mask=dmask & has_cur, other=0.0).to(ACC)
+        tt = tl.zeros_like(d) + t  # block-shaped: Triton 3.9's interpreter refuses block & scalar masks
+        s_pre = tl.load(gs_pre + d, mask=dmask & (tt < T - 1), other=0.0).to(ACC)
+        s_cur = tl.load(gs_cur + d, mask=dmask & (tt > 0), other=0.0).to(ACC)
         dz = ga * frame_mask[:, None] + m_pre[:, None] * s_pre[None, :] + m_cur[:, None] * s_cur[None, :]
         tl.store(dz_ptr + offs, store_cast(dz, dz_ptr.dtype.element_ty, FIX_BF16), mask=mask)
         common = ga * inv_count
@@ -257,31 +349,35 @@ def _acc(z):
 
 
 def _prepare(z, points, delta):
+    """Dense inputs, the grid, and delta as (pointer, value): a tensor delta (a model buffer)
+    is read by the kernel on the device, a float one is a kernel argument (no tensor)."""
     acc_torch = torch.float64 if z.dtype == torch.float64 else torch.float32
     g = grid_coordinates(int(round((z.shape[2] - 1) ** 0.5)), z.device, acc_torch)
-    return z.contiguous(), points.contiguous(), delta.reshape(()).to(acc_torch), g
+    delta_arg = g if delta is None else delta.reshape(()).to(acc_torch)  # g: an unused pointer
+    return z.contiguous(), points.contiguous(), delta_arg, delta is not None, g
 
 
-def align_frames_forward(z: torch.Tensor, points: torch.Tensor, delta: torch.Tensor,
-                         training: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Launch the forward kernel. Returns aligned (B, T, L, D) and pooled (B, T-1, 2, D)."""
+def align_frames_forward(z: torch.Tensor, points: torch.Tensor, delta: torch.Tensor | None,
+                         delta_value: float, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Launch the forward kernel. Returns aligned (B, T, L, D) and pooled (B, T-1, 2, D).
+    delta: 0-d tensor, or None to use the float delta_value."""
     b, t, l, d, g_size = _check(z, points)
-    z, points, delta, g = _prepare(z, points, delta)
+    z, points, delta, delta_ptr, g = _prepare(z, points, delta)
     out = empty_output(z.shape, z)
     pooled = empty_output((b, t - 1, 2, d), z)
     grid = lambda meta: (b * t, triton.cdiv(d, meta["BLOCK_D"]))  # noqa: E731
-    _align_fwd_kernel[grid](z, points, delta, g, out, pooled, t, l, d, g_size,
-                            ACC=_acc(z), TRAIN=bool(training), FLAT=MASK_FLAT_RADIUS,
+    _align_fwd_kernel[grid](z, points, delta, float(delta_value), g, out, pooled, t, l, d, g_size,
+                            ACC=_acc(z), DELTA_PTR=delta_ptr, TRAIN=bool(training), FLAT=MASK_FLAT_RADIUS,
                             SLOPE=MASK_RAMP_SLOPE, FIX_BF16=INTERPRET, enable_fp_fusion=False)
     return out, pooled
 
 
-def align_frames_backward(z: torch.Tensor, points: torch.Tensor, delta: torch.Tensor,
-                          grad_aligned: torch.Tensor, grad_pooled: torch.Tensor,
+def align_frames_backward(z: torch.Tensor, points: torch.Tensor, delta: torch.Tensor | None,
+                          delta_value: float, grad_aligned: torch.Tensor, grad_pooled: torch.Tensor,
                           training: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Launch the backward kernel. Returns dZ (B, T, L, D) and dP (B, T-1, 4)."""
     b, t, l, d, g_size = _check(z, points)
-    z, points, delta, g = _prepare(z, points, delta)
+    z, points, delta, delta_ptr, g = _prepare(z, points, delta)
     # Incoming gradients may be expanded stride-0 views (from .sum()): make them dense.
     grad_aligned = grad_aligned.to(z.dtype).contiguous()
     grad_pooled = grad_pooled.to(z.dtype).contiguous()
@@ -289,9 +385,9 @@ def align_frames_backward(z: torch.Tensor, points: torch.Tensor, delta: torch.Te
     nlb = triton.cdiv(l, BWD_BLOCK_L)
     acc_torch = torch.float64 if z.dtype == torch.float64 else torch.float32
     part = empty_output((b, t, nlb, 4), z, dtype=acc_torch)
-    _align_bwd_kernel[(b * t, nlb)](z, points, delta, g, grad_aligned, grad_pooled, dz, part,
-                                    t, l, d, g_size, nlb, ACC=_acc(z), TRAIN=bool(training),
-                                    FLAT=MASK_FLAT_RADIUS, SLOPE=MASK_RAMP_SLOPE,
+    _align_bwd_kernel[(b * t, nlb)](z, points, delta, float(delta_value), g, grad_aligned, grad_pooled, dz,
+                                    part, t, l, d, g_size, nlb, ACC=_acc(z), DELTA_PTR=delta_ptr,
+                                    TRAIN=bool(training), FLAT=MASK_FLAT_RADIUS, SLOPE=MASK_RAMP_SLOPE,
                                     BLOCK_L=BWD_BLOCK_L, FIX_BF16=INTERPRET, enable_fp_fusion=False)
     part = part.sum(2)  # (B, T, 4)
     dp = torch.cat([part[:, :-1, 0:2], part[:, 1:, 2:4]], dim=2)
@@ -303,32 +399,33 @@ def align_frames_backward(z: torch.Tensor, points: torch.Tensor, delta: torch.Te
 
 
 @torch.library.custom_op("ila_fast::align_frames", mutates_args=())
-def align_frames_op(z: torch.Tensor, points: torch.Tensor, delta: torch.Tensor,
+def align_frames_op(z: torch.Tensor, points: torch.Tensor, delta: torch.Tensor | None, delta_value: float,
                     training: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    return align_frames_forward(z, points, delta, training)
+    return align_frames_forward(z, points, delta, delta_value, training)
 
 
 @align_frames_op.register_fake
-def _(z, points, delta, training):
+def _(z, points, delta, delta_value, training):
     b, t, l, d = z.shape
     return z.new_empty(z.shape), z.new_empty((b, t - 1, 2, d))
 
 
 @torch.library.custom_op("ila_fast::align_frames_backward", mutates_args=())
-def align_frames_backward_op(z: torch.Tensor, points: torch.Tensor, delta: torch.Tensor,
-                             grad_aligned: torch.Tensor, grad_pooled: torch.Tensor,
+def align_frames_backward_op(z: torch.Tensor, points: torch.Tensor, delta: torch.Tensor | None,
+                             delta_value: float, grad_aligned: torch.Tensor, grad_pooled: torch.Tensor,
                              training: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    return align_frames_backward(z, points, delta, grad_aligned, grad_pooled, training)
+    return align_frames_backward(z, points, delta, delta_value, grad_aligned, grad_pooled, training)
 
 
 @align_frames_backward_op.register_fake
-def _(z, points, delta, grad_aligned, grad_pooled, training):
+def _(z, points, delta, delta_value, grad_aligned, grad_pooled, training):
     return z.new_empty(z.shape), points.new_empty(points.shape)
 
 
 def _setup_context(ctx, inputs, output):
-    z, points, delta, training = inputs
+    z, points, delta, delta_value, training = inputs
     ctx.save_for_backward(z, points, delta)
+    ctx.delta_value = delta_value
     ctx.training = training
 
 
@@ -339,8 +436,9 @@ def _backward(ctx, grad_aligned, grad_pooled):
         grad_aligned = torch.zeros_like(z)
     if grad_pooled is None:
         grad_pooled = z.new_zeros((b, t - 1, 2, d))
-    dz, dp = align_frames_backward_op(z, points, delta, grad_aligned, grad_pooled, ctx.training)
-    return dz, dp, None, None
+    dz, dp = align_frames_backward_op(z, points, delta, ctx.delta_value, grad_aligned, grad_pooled,
+                                      ctx.training)
+    return dz, dp, None, None, None
 
 
 align_frames_op.register_autograd(_backward, setup_context=_setup_context)
@@ -350,9 +448,16 @@ def align_frames(z: torch.Tensor, points: torch.Tensor, delta: torch.Tensor | fl
                  training: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Fused ``reference.align_frames``: aligned (B, T, L, D) and pooled (B, T-1, 2, D).
 
-    z: (B, T, L, D) fp32 / bf16 / fp16 (fp64 works too); points: (B, T-1, 4);
-    delta: 0-d tensor (a model buffer) or a float. Gradients flow to z and points.
+    z: (B, T, L, D) fp32 / bf16 / fp16 (fp64: interpreter only; on a GPU the reference op
+    runs, with a warning); points: (B, T-1, 4); delta: 0-d tensor (a model buffer, read on
+    the device) or a float (a kernel argument: no tensor is made per call). Gradients flow
+    to z and points.
     """
-    if not isinstance(delta, torch.Tensor):
-        delta = torch.tensor(float(delta), dtype=torch.float32, device=z.device)
-    return align_frames_op(z, points, delta, bool(training))
+    if use_reference(z, "align_frames"):
+        return reference.align_frames(z, points, delta, training)
+    if isinstance(delta, torch.Tensor):
+        return align_frames_op(z, points, delta, 0.0, bool(training))
+    if z.dtype == torch.float64:  # a float kernel argument is fp32: keep float64's delta exact
+        return align_frames_op(z, points, torch.tensor(float(delta), dtype=z.dtype, device=z.device), 0.0,
+                               bool(training))
+    return align_frames_op(z, points, None, float(delta), bool(training))

@@ -28,8 +28,14 @@ Backward (both modes): (1) a split-K kernel recomputes h and reduces dW = dy^T h
 bias gradient and, in training, BN1's sums (sum g, sum g * xhat) with g = (dy W) * [h > 0];
 (2) a kernel recomputes h and dh and writes du (the only 2D-channel tensor that makes a
 round trip through memory, once); (3) a stencil kernel per frame gathers du of the two
-pairs the frame belongs to and produces dZ, dw1 and db1. Saved for backward: Z (which
+pairs the frame belongs to and produces dZ, dw1 and db1 (one partial per program). Saved for backward: Z (which
 the block holds anyway), the small parameters and BN1's statistics; nothing 2D-sized.
+
+Memory layout: the (N, C, G, G) outputs are channels-last in memory (pixel-major), so the
+output stores and the loads of the incoming gradient are contiguous along the channels
+(16-byte accesses) instead of strided by G*G; values and shapes are the reference's.
+Shared memory, registers and spills of every kernel x config x dtype on sm_90:
+``python -m ila_fast.kernels.compile_report`` (offline, tests/test_kernels_compile.py).
 
 The SSv2 front (``pair_correlation_dense``) is in ``dense_correlation.py``; the helpers both
 fronts use are in ``_common.py``.
@@ -44,34 +50,37 @@ from . import alignment  # noqa: F401 - sets the interpreter fallback before tri
 import triton  # noqa: E402
 import triton.language as tl
 
-from ._common import _acc_types, _autocast_input, _bn_affine, _geometry, _pair_pixels
-from .alignment import INTERPRET, autotune_configs, empty_output, store_cast
+from . import reference
+from ._common import _acc_types, _autocast_input, _geometry, _pair_pixels
+from .alignment import INTERPRET, autotune, autotune_configs, empty_output, store_cast, use_reference
 
 
 # Tuned (H100 / H200) and interpreter sets. Block sizes that set the number of partial
-# results (STATS_BLOCK_M, DZ_BLOCK_M, the split count) are fixed by the launcher.
+# results (STATS_BLOCK_M, the split counts) are fixed by the launcher. Every config fits
+# sm_90's shared memory in fp32 and in bf16 / fp16 (the depthwise taps are a loop, not
+# unrolled, so they are not multi-buffered); the defaults spill nothing (checked offline
+# by tests/test_kernels_compile.py). 8 warps for the GEMM kernels: with 4, a 128-wide
+# accumulator and the tap tiles exceed 255 registers.
 _STATS_CONFIGS = autotune_configs(
-    gpu=[({"BLOCK_K": bk}, w, 2) for bk in (32, 64, 128) for w in (4, 8)],
-    interp=[({"BLOCK_K": 64}, 4, 1)], default=2)
+    gpu=[({"BLOCK_K": bk}, w, 2) for bk, w in ((64, 4), (32, 4), (128, 8))],
+    interp=[({"BLOCK_K": 64}, 4, 1)], default=0)
 _FWD_CONFIGS = autotune_configs(
     gpu=[({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, w, s)
-         for bm, bn, bk, w, s in ((128, 256, 32, 8, 3), (128, 256, 64, 8, 2), (128, 128, 64, 4, 3),
-                                  (128, 128, 32, 4, 3), (64, 256, 64, 8, 3), (64, 128, 64, 4, 3),
-                                  (256, 128, 32, 8, 3), (64, 256, 32, 4, 4))],
-    interp=[({"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_K": 32}, 4, 1)])
+         for bm, bn, bk, w, s in ((128, 128, 32, 8, 2), (64, 128, 32, 8, 2), (128, 128, 64, 8, 2),
+                                  (64, 128, 64, 8, 2))],
+    interp=[({"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_K": 32}, 4, 1)], default=0)
 _WGRAD_CONFIGS = autotune_configs(
     gpu=[({"BLOCK_M": bm, "BLOCK_K": bk}, w, s)
-         for bm, bk, w, s in ((32, 32, 4, 3), (64, 32, 8, 3), (32, 64, 8, 3), (64, 64, 8, 2), (128, 32, 8, 2))],
-    interp=[({"BLOCK_M": 64, "BLOCK_K": 32}, 4, 1)])
+         for bm, bk, w, s in ((32, 16, 8, 2), (16, 32, 8, 2), (32, 32, 8, 2), (32, 64, 8, 2))],
+    interp=[({"BLOCK_M": 64, "BLOCK_K": 32}, 4, 1)], default=0)
 _DU_CONFIGS = autotune_configs(
     gpu=[({"BLOCK_M": bm, "BLOCK_K": bk}, w, s)
-         for bm, bk, w, s in ((64, 32, 4, 3), (64, 64, 8, 3), (128, 32, 8, 3), (128, 64, 8, 2), (32, 64, 4, 3))],
-    interp=[({"BLOCK_M": 64, "BLOCK_K": 32}, 4, 1)])
+         for bm, bk, w, s in ((32, 32, 8, 2), (32, 32, 4, 2), (32, 16, 4, 2), (64, 32, 8, 2))],
+    interp=[({"BLOCK_M": 64, "BLOCK_K": 32}, 4, 1)], default=0)
 _DZ_CONFIGS = autotune_configs(
-    gpu=[({"BLOCK_D": bd}, w, 2) for bd in (16, 32, 64) for w in (4, 8)],
-    interp=[({"BLOCK_D": 32}, 4, 1)], default=2)
+    gpu=[({"BLOCK_M": bm, "BLOCK_D": bd}, w, 2) for bm, bd, w in ((64, 32, 4), (64, 64, 4), (128, 32, 4))],
+    interp=[({"BLOCK_M": 64, "BLOCK_D": 32}, 4, 1)], default=0)
 STATS_BLOCK_M = 64 if INTERPRET else 128
-DZ_BLOCK_M = 64 if INTERPRET else 256
 
 
 # ---------------------------------------------------------------------------------------
@@ -87,11 +96,13 @@ def _dw_tile(z_ptr, w_ptr, bias_ptr, m, mmask, c, cmask, T, L, D, G, Q,
     col = half * L * D + (c - half * D)           # channel c: frame t or t+1, channel c mod D
     row0 = (frame.to(tl.int64) * L + 1) * D       # first patch token of frame t
     acc = tl.zeros((BLOCK_M, BLOCK_K), dtype=ACC)
-    for tap in tl.static_range(9):
+    # A loop, not unrolled: one tap's tile and its 64-bit addresses live at a time (unrolled,
+    # the compiler hoists all nine loads and spills).
+    for tap in range(9):
         ii = i + (tap // 3 - 1)
         jj = j + (tap % 3 - 1)
         valid = mmask & (ii >= 0) & (ii < G) & (jj >= 0) & (jj < G)
-        x = tl.load(z_ptr + row0[:, None] + ((ii * G + jj) * D)[:, None] + col[None, :],
+        x = tl.load(z_ptr + (row0 + (ii * G + jj) * D)[:, None] + col[None, :],
                     mask=valid[:, None] & cmask[None, :], other=0.0).to(ACC)
         w = tl.load(w_ptr + c * 9 + tap, mask=cmask, other=0.0).to(ACC)
         acc += x * w[None, :]
@@ -121,10 +132,9 @@ def _h_tile(z_ptr, w_ptr, bias_ptr, mean_ptr, rstd_ptr, gamma_ptr, beta_ptr, m, 
 
 @triton.jit
 def _load_dy(gy_ptr, out_ptr, m, mmask, o, omask, C, Q, GATE: tl.constexpr, ACC: tl.constexpr):
-    """dy tile (BLOCK_M, BLOCK_C) from (N, C, G, G); GATE: times [out > 0] (eval's fused ReLU)."""
-    n = m // Q
-    q = m % Q
-    offs = (n.to(tl.int64) * C * Q + q)[:, None] + (o * Q)[None, :]
+    """dy tile (BLOCK_M, BLOCK_C) from (N, C, G, G) channels-last (pixel m, channel o at
+    m * C + o: contiguous along o, so 16-byte loads); GATE: times [out > 0] (eval's ReLU)."""
+    offs = m.to(tl.int64)[:, None] * C + o[None, :]
     mask = mmask[:, None] & omask[None, :]
     dy = tl.load(gy_ptr + offs, mask=mask, other=0.0).to(ACC)
     if GATE:
@@ -137,7 +147,7 @@ def _load_dy(gy_ptr, out_ptr, m, mmask, o, omask, C, Q, GATE: tl.constexpr, ACC:
 # Kernels
 
 
-@triton.autotune(configs=_STATS_CONFIGS, key=["K2", "D", "Q"])
+@autotune(_STATS_CONFIGS, key=["K2", "D", "Q"])
 @triton.jit
 def _dw_stats_kernel(z_ptr, w_ptr, bias_ptr, mean_part_ptr, m2_part_ptr, T, L, D, G, Q, M, K2,
                      ACC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
@@ -156,7 +166,7 @@ def _dw_stats_kernel(z_ptr, w_ptr, bias_ptr, mean_part_ptr, m2_part_ptr, T, L, D
     tl.store(m2_part_ptr + pm.to(tl.int64) * K2 + c, tl.sum(dev * dev, axis=0), mask=cmask)
 
 
-@triton.autotune(configs=_FWD_CONFIGS, key=["K2", "C", "Q", "NORM"])
+@autotune(_FWD_CONFIGS, key=["K2", "C", "Q", "NORM"])
 @triton.jit
 def _corr_fwd_kernel(z_ptr, w_ptr, bias_ptr, mean_ptr, rstd_ptr, gamma_ptr, beta_ptr, pw_ptr, pb_ptr, out_ptr,
                      T, L, D, G, Q, M, K2, C,
@@ -180,14 +190,12 @@ def _corr_fwd_kernel(z_ptr, w_ptr, bias_ptr, mean_ptr, rstd_ptr, gamma_ptr, beta
     y = acc + tl.load(pb_ptr + o, mask=omask, other=0.0).to(ACC)[None, :]
     if RELU_OUT:
         y = tl.maximum(y, 0.0)
-    n = m // Q
-    q = m % Q
-    offs = (n.to(tl.int64) * C * Q + q)[:, None] + (o * Q)[None, :]
+    offs = m.to(tl.int64)[:, None] * C + o[None, :]  # channels-last output: 16-byte stores along o
     tl.store(out_ptr + offs, store_cast(y, out_ptr.dtype.element_ty, FIX_BF16),
              mask=mmask[:, None] & omask[None, :])
 
 
-@triton.autotune(configs=_WGRAD_CONFIGS, key=["K2", "C", "Q", "NORM", "GATE"])
+@autotune(_WGRAD_CONFIGS, key=["K2", "C", "Q", "NORM", "GATE"])
 @triton.jit
 def _corr_wgrad_kernel(z_ptr, w_ptr, bias_ptr, mean_ptr, rstd_ptr, gamma_ptr, beta_ptr, pw_ptr,
                        gy_ptr, out_ptr, dw_part_ptr, bn_part_ptr, db_part_ptr,
@@ -226,10 +234,11 @@ def _corr_wgrad_kernel(z_ptr, w_ptr, bias_ptr, mean_ptr, rstd_ptr, gamma_ptr, be
     if NORM:
         tl.store(bn_part_ptr + (s * 2 + 0) * K2 + c, sum_g, mask=cmask)
         tl.store(bn_part_ptr + (s * 2 + 1) * K2 + c, sum_gx, mask=cmask)
-    tl.store(db_part_ptr + s * C + o, sum_dy, mask=omask & (tl.program_id(0) == 0))
+    first = (tl.zeros_like(o) + tl.program_id(0)) == 0  # block-shaped (Triton 3.9's interpreter)
+    tl.store(db_part_ptr + s * C + o, sum_dy, mask=omask & first)
 
 
-@triton.autotune(configs=_DU_CONFIGS, key=["K2", "C", "Q", "NORM", "GATE"])
+@autotune(_DU_CONFIGS, key=["K2", "C", "Q", "NORM", "GATE"])
 @triton.jit
 def _corr_du_kernel(z_ptr, w_ptr, bias_ptr, mean_ptr, rstd_ptr, gamma_ptr, beta_ptr, pw_ptr,
                     gy_ptr, out_ptr, a_ptr, mg_ptr, mgx_ptr, du_ptr,
@@ -260,39 +269,42 @@ def _corr_du_kernel(z_ptr, w_ptr, bias_ptr, mean_ptr, rstd_ptr, gamma_ptr, beta_
              mask=mmask[:, None] & cmask[None, :])
 
 
-@triton.autotune(configs=_DZ_CONFIGS, key=["D", "Q"])
+@autotune(_DZ_CONFIGS, key=["D", "Q"])
 @triton.jit
 def _corr_dz_kernel(z_ptr, du_ptr, w_ptr, dz_ptr, part_ptr, T, L, D, G, Q, MF, K2,
                     ACC: tl.constexpr, FIX_BF16: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
     """Per frame pixel: dZ = sum over the (up to) two pairs holding the frame of the
-    transposed depthwise conv of du; partial dw1 (9 taps) and db1 sums per tile.
+    transposed depthwise conv of du; dw1 (9 taps) and db1 partial sums per program.
 
     Frame t is channel block 0 ("pre") of pair t (t < T-1) and block 1 of pair t-1 (t > 0).
-    part[tile, half, tap, d] = sum_p du[pair, half*D + d, p - tap] * Z[t, p, d]; tap 9: sum du.
+    Programs stride over the pixel tiles, so there is one partial per program, kept in
+    registers: part[s, half * 10 + tap, d] = sum_p du[pair, half*D + d, p - tap] * Z[t, p, d];
+    slot half * 10 + 9: sum du (db1).
     """
-    pm = tl.program_id(0)
-    m = pm * BLOCK_M + tl.arange(0, BLOCK_M)
-    mmask = m < MF
+    s = tl.program_id(0)
     d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     dmask = d < D
-    f = (m // Q).to(tl.int64)
-    q = m % Q
-    b = f // T
-    t = f % T
-    i = q // G
-    j = q % G
-    offs = ((f * L + 1 + q) * D)[:, None] + d[None, :]
-    x = tl.load(z_ptr + offs, mask=mmask[:, None] & dmask[None, :], other=0.0).to(ACC)
-    dz = tl.zeros((BLOCK_M, BLOCK_D), dtype=ACC)
-    for half in tl.static_range(2):
-        if half == 0:
-            has_pair = t < T - 1
-            n = b * (T - 1) + t
-        else:
-            has_pair = t > 0
-            n = b * (T - 1) + t - 1
-        c = half * D + d
-        for tap in tl.static_range(9):
+    slot = tl.arange(0, 32)
+    acc_w = tl.zeros((32, BLOCK_D), dtype=ACC)
+    for mt in range(s, tl.cdiv(MF, BLOCK_M), tl.num_programs(0)):
+        m = mt * BLOCK_M + tl.arange(0, BLOCK_M)
+        mmask = m < MF
+        f = (m // Q).to(tl.int64)
+        q = m % Q
+        b = f // T
+        t = f % T
+        i = q // G
+        j = q % G
+        offs = ((f * L + 1 + q) * D)[:, None] + d[None, :]
+        x = tl.load(z_ptr + offs, mask=mmask[:, None] & dmask[None, :], other=0.0).to(ACC)
+        dz = tl.zeros((BLOCK_M, BLOCK_D), dtype=ACC)
+        # (half, tap) as a loop, not unrolled: one du tile and its addresses live at a time.
+        for k in range(18):
+            half = k // 9
+            tap = k % 9
+            has_pair = tl.where(half == 0, t < T - 1, t > 0)
+            n = b * (T - 1) + t - half
+            c = half * D + d
             si = i - (tap // 3 - 1)
             sj = j - (tap % 3 - 1)
             valid = mmask & has_pair & (si >= 0) & (si < G) & (sj >= 0) & (sj < G)
@@ -300,10 +312,12 @@ def _corr_dz_kernel(z_ptr, du_ptr, w_ptr, dz_ptr, part_ptr, T, L, D, G, Q, MF, K
                          mask=valid[:, None] & dmask[None, :], other=0.0).to(ACC)
             w = tl.load(w_ptr + c * 9 + tap, mask=dmask, other=0.0).to(ACC)
             dz += du * w[None, :]
-            tl.store(part_ptr + ((pm * 2 + half) * 10 + tap) * D + d, tl.sum(du * x, axis=0), mask=dmask)
-            if tap == 4:
-                tl.store(part_ptr + ((pm * 2 + half) * 10 + 9) * D + d, tl.sum(du, axis=0), mask=dmask)
-    tl.store(dz_ptr + offs, store_cast(dz, dz_ptr.dtype.element_ty, FIX_BF16), mask=mmask[:, None] & dmask[None, :])
+            acc_w += tl.where(slot[:, None] == half * 10 + tap, tl.sum(du * x, axis=0)[None, :], 0.0)
+            bias_slot = tl.where(tap == 4, half * 10 + 9, -1)  # the centre tap sees every pixel once
+            acc_w += tl.where(slot[:, None] == bias_slot, tl.sum(du, axis=0)[None, :], 0.0)
+        tl.store(dz_ptr + offs, store_cast(dz, dz_ptr.dtype.element_ty, FIX_BF16), mask=mmask[:, None] & dmask[None, :])
+    tl.store(part_ptr + (s * 32 + slot[:, None]).to(tl.int64) * D + d[None, :], acc_w,
+             mask=(slot < 20)[:, None] & dmask[None, :])
 
 
 # ---------------------------------------------------------------------------------------
@@ -316,6 +330,15 @@ def _split_count(z: torch.Tensor, k2: int, m: int) -> int:
         return 2
     sms = torch.cuda.get_device_properties(z.device).multi_processor_count
     return max(1, min(64, triton.cdiv(2 * sms, triton.cdiv(k2, 64)), triton.cdiv(m, 128)))
+
+
+def _dz_split(z: torch.Tensor, mf: int, d: int) -> int:
+    """Programs along the pixels in the dZ kernel (each strides over the pixel tiles and
+    keeps one dw1 / db1 partial): ~8 per SM across the channel blocks."""
+    if INTERPRET or z.device.type != "cuda":
+        return 2
+    sms = torch.cuda.get_device_properties(z.device).multi_processor_count
+    return max(1, min(triton.cdiv(mf, 32), triton.cdiv(8 * sms, triton.cdiv(d, 32))))
 
 
 def _dw_batch_stats(z, w1, b1):
@@ -344,7 +367,7 @@ def correlation_forward(z, w1, b1, pw, pb, norm=None, relu_out=False):
     q, k2, c = g * g, 2 * d, pw.shape[0]
     m = b * (t - 1) * q
     acc, _, dot, prec = _acc_types(z)
-    out = empty_output((b * (t - 1), c, g, g), z)
+    out = empty_output((b * (t - 1), c, g, g), z, channels_last=True)
     nargs = norm if norm is not None else (b1, b1, b1, b1)  # unused pointers when not NORM
     grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(c, meta["BLOCK_N"]))  # noqa: E731
     _corr_fwd_kernel[grid](z, w1, b1, *nargs, pw, pb, out, t, l, d, g, q, m, k2, c,
@@ -361,7 +384,8 @@ def correlation_backward(gy, out, z, w1, b1, pw, norm=None):
     q, k2, c = g * g, 2 * d, pw.shape[0]
     m = b * (t - 1) * q
     acc, acc_torch, dot, prec = _acc_types(z)
-    gy = gy.to(z.dtype).contiguous()  # incoming gradients may be stride-0 expansions
+    # Incoming gradients may be stride-0 expansions or NCHW: channels-last like the output.
+    gy = gy.to(z.dtype).contiguous(memory_format=torch.channels_last)
     block_c = max(16, triton.next_power_of_2(c))
     gate = out is not None
     out_arg = out if gate else gy
@@ -390,17 +414,21 @@ def correlation_backward(gy, out, z, w1, b1, pw, norm=None):
                           NORM=norm is not None, GATE=gate, ACC=acc, DOT=dot, PREC=prec,
                           FIX_BF16=INTERPRET, BLOCK_C=block_c)
     mf = b * t * q
-    tiles = triton.cdiv(mf, DZ_BLOCK_M)
+    split = _dz_split(z, mf, d)
     dz = empty_output(z.shape, z)
-    dz[:, :, 0] = 0  # class tokens do not enter the correlation
-    part = empty_output((tiles, 2, 10, d), z, dtype=acc_torch)
-    grid = lambda meta: (tiles, triton.cdiv(d, meta["BLOCK_D"]))  # noqa: E731
-    _corr_dz_kernel[grid](z, du, w1, dz, part, t, l, d, g, q, mf, k2, ACC=acc, FIX_BF16=INTERPRET,
-                          BLOCK_M=DZ_BLOCK_M)
-    part = part.sum(0)  # (2, 10, D)
+    dz[:, :, 0].zero_()  # class tokens do not enter the correlation (zero_: no tensor from a Python 0)
+    part = empty_output((split, 32, d), z, dtype=acc_torch)
+    grid = lambda meta: (split, triton.cdiv(d, meta["BLOCK_D"]))  # noqa: E731
+    _corr_dz_kernel[grid](z, du, w1, dz, part, t, l, d, g, q, mf, k2, ACC=acc, FIX_BF16=INTERPRET)
+    part = part.sum(0)[:20].view(2, 10, d)
     d_w1 = part[:, :9].permute(0, 2, 1).reshape(k2, 9)
     d_b1 = part[:, 9].reshape(k2)
     return (dz, d_w1, d_b1, d_pw, d_pb, *extra)
+
+
+def _channels_last_like(z: torch.Tensor, shape) -> torch.Tensor:
+    """The fake (meta) output: (N, C, G, G) channels-last, as the kernels write it."""
+    return torch.empty(shape, dtype=z.dtype, device=z.device, memory_format=torch.channels_last)
 
 
 # ---------------------------------------------------------------------------------------
@@ -425,7 +453,7 @@ def _(z, w1, b1, gamma1, beta1, pw, pb, eps):
     b, t, l, d = z.shape
     g = int(round((l - 1) ** 0.5))
     stat = torch.float64 if z.dtype == torch.float64 else torch.float32
-    return (z.new_empty((b * (t - 1), pw.shape[0], g, g)), z.new_empty((2 * d,), dtype=stat),
+    return (_channels_last_like(z, (b * (t - 1), pw.shape[0], g, g)), z.new_empty((2 * d,), dtype=stat),
             z.new_empty((2 * d,), dtype=stat))
 
 
@@ -478,14 +506,15 @@ def pair_correlation_eval_op(z: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor
 def _(z, w1, b1, pw, pb):
     b, t, l, d = z.shape
     g = int(round((l - 1) ** 0.5))
-    return z.new_empty((b * (t - 1), pw.shape[0], g, g))
+    return _channels_last_like(z, (b * (t - 1), pw.shape[0], g, g))
 
 
 @torch.library.custom_op("ila_fast::pair_correlation_eval_backward", mutates_args=())
 def pair_correlation_eval_backward_op(
         gout: torch.Tensor, out: torch.Tensor, z: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor,
         pw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    dz, dw1, db1, dpw, dpb = correlation_backward(gout, out.contiguous(), z.contiguous(), w1.contiguous(),
+    dz, dw1, db1, dpw, dpb = correlation_backward(gout, out.contiguous(memory_format=torch.channels_last),
+                                                  z.contiguous(), w1.contiguous(),
                                                   b1.contiguous(), pw.contiguous(), norm=None)
     return dz, dw1.to(w1.dtype), db1.to(b1.dtype), dpw.to(pw.dtype), dpb.to(pw.dtype)
 
@@ -542,6 +571,10 @@ def pair_correlation(z: torch.Tensor,
                      training: bool, momentum: float, eps: float) -> torch.Tensor:
     """Fused ``reference.pair_correlation``: (B*(T-1), C, G, G) from z (B, T, L, D)."""
     b, t, l, d, g = _geometry(z)
+    if use_reference(z, "pair_correlation"):
+        return reference.pair_correlation(z, dw_weight, dw_bias, dw_bn_weight, dw_bn_bias, dw_bn_mean, dw_bn_var,
+                                          pw_weight, pw_bias, pw_bn_weight, pw_bn_bias, pw_bn_mean, pw_bn_var,
+                                          training, momentum, eps)
     z = _autocast_input(z)
     k2, c = 2 * d, pw_weight.shape[0]
     stat = torch.float64 if z.dtype == torch.float64 else torch.float32
@@ -550,9 +583,9 @@ def pair_correlation(z: torch.Tensor,
     if training:
         y, mean, var = pair_correlation_train_op(z, w1, dw_bias, dw_bn_weight, dw_bn_bias, pw, pw_bias, float(eps))
         _update_running(dw_bn_mean, dw_bn_var, mean, var, b * (t - 1) * g * g, momentum)
-        y = F.batch_norm(y, pw_bn_mean, pw_bn_var, *_bn_affine(pw_bn_weight, pw_bn_bias, pw_bn_mean),
-                         True, momentum, eps)
-        return F.relu(y)
+        # BN2 on the C-channel output exactly as the reference does it (fp32 compute, running
+        # statistics updated in place).
+        return F.relu(reference.batch_norm(y, pw_bn_mean, pw_bn_var, pw_bn_weight, pw_bn_bias, True, momentum, eps))
     w1f, b1f = _fold(w1, dw_bias, dw_bn_weight, dw_bn_bias, dw_bn_mean, dw_bn_var, eps, stat)
     pwf, pbf = _fold(pw, pw_bias, pw_bn_weight, pw_bn_bias, pw_bn_mean, pw_bn_var, eps, stat)
     return pair_correlation_eval_op(z, w1f, b1f, pwf, pbf)

@@ -6,8 +6,9 @@ For pair n = (b, t) the input is the 2D-channel map cat(Z[b, t], Z[b, t+1]); as 
 t+1 of Z (B, T, L, D) in place, channel c < D from frame t and c >= D from frame t+1.
 
 The dense 3x3 conv 2D -> C is an implicit GEMM over frames t and t+1 (K = 9 x 2D), with its
-transposed GEMM for dZ and a split-K weight-gradient kernel; BatchNorm + ReLU on its
-C-channel output stay in PyTorch.
+transposed GEMM for dZ and a split-K weight-gradient kernel, each one software-pipelined
+loop over (tap, channel block); BatchNorm + ReLU on its C-channel output stay in PyTorch.
+The output is channels-last in memory, as in ``correlation.py``.
 """
 from __future__ import annotations
 
@@ -22,25 +23,30 @@ import triton  # noqa: E402
 import triton.language as tl
 
 from . import reference
-from ._common import _acc_types, _autocast_input, _bn_affine, _geometry, _pair_pixels
-from .alignment import INTERPRET, autotune_configs, empty_output, store_cast
+from ._common import _acc_types, _autocast_input, _geometry, _pair_pixels
+from .alignment import INTERPRET, autotune, autotune_configs, empty_output, store_cast, use_reference
 
 
-# Tuned (H100 / H200) and interpreter sets.
+# Tuned (H100 / H200) and interpreter sets. Pipelined GEMMs: shared memory is about
+# stages x (A tile + B tile) x element size, so the larger tiles are tagged for 2-byte
+# inputs only (ConfigList.prune); the defaults fit fp32 too. tests/test_kernels_compile.py
+# compiles every config for sm_90 against the limit.
+_B16, _B32 = (2,), (4,)
 _DENSE_FWD_CONFIGS = autotune_configs(
-    gpu=[({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, w, s)
-         for bm, bn, bk, w, s in ((128, 128, 64, 8, 3), (128, 256, 64, 8, 3), (128, 128, 32, 4, 4),
-                                  (64, 256, 64, 8, 3), (256, 128, 64, 8, 3), (128, 64, 64, 4, 4))],
-    interp=[({"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_K": 32}, 4, 1)])
+    gpu=[({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, w, s, *sizes)
+         for bm, bn, bk, w, s, *sizes in ((128, 128, 32, 8, 3), (128, 128, 64, 8, 3, _B16),
+                                          (128, 256, 64, 8, 3, _B16), (64, 256, 64, 8, 3, _B16),
+                                          (128, 256, 32, 8, 3, _B32), (128, 128, 64, 8, 2, _B32))],
+    interp=[({"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_K": 32}, 4, 1)], default=0)
 _DENSE_DX_CONFIGS = autotune_configs(
-    gpu=[({"BLOCK_M": bm, "BLOCK_D": bd, "BLOCK_O": bo}, w, s)
-         for bm, bd, bo, w, s in ((128, 64, 64, 8, 3), (64, 128, 64, 8, 3), (128, 128, 32, 8, 3),
-                                  (64, 64, 64, 4, 3), (128, 64, 32, 4, 4))],
-    interp=[({"BLOCK_M": 64, "BLOCK_D": 32, "BLOCK_O": 32}, 4, 1)])
+    gpu=[({"BLOCK_M": bm, "BLOCK_D": bd, "BLOCK_O": bo}, w, s, *sizes)
+         for bm, bd, bo, w, s, *sizes in ((128, 128, 32, 8, 3), (128, 64, 32, 8, 3), (64, 128, 32, 8, 3),
+                                          (128, 64, 64, 8, 3, _B16), (128, 128, 64, 8, 3, _B16))],
+    interp=[({"BLOCK_M": 64, "BLOCK_D": 32, "BLOCK_O": 32}, 4, 1)], default=0)
 _DENSE_DW_CONFIGS = autotune_configs(
-    gpu=[({"BLOCK_M": bm, "BLOCK_K": bk}, w, s)
-         for bm, bk, w, s in ((64, 64, 8, 3), (128, 32, 8, 3), (64, 32, 4, 3), (128, 64, 8, 2))],
-    interp=[({"BLOCK_M": 64, "BLOCK_K": 32}, 4, 1)])
+    gpu=[({"BLOCK_M": bm, "BLOCK_K": bk}, w, s, *sizes)
+         for bm, bk, w, s, *sizes in ((32, 64, 8, 3), (64, 64, 8, 3, _B16), (64, 32, 8, 2, _B32))],
+    interp=[({"BLOCK_M": 64, "BLOCK_K": 32}, 4, 1)], default=0)
 
 
 # ---------------------------------------------------------------------------------------
@@ -57,7 +63,7 @@ def _pair_tap_rows(m, mmask, tap, T, L, D, G, Q):
     return (frame.to(tl.int64) * L + 1 + ii * G + jj) * D, valid
 
 
-@triton.autotune(configs=_DENSE_FWD_CONFIGS, key=["K2", "C", "Q"])
+@autotune(_DENSE_FWD_CONFIGS, key=["K2", "C", "Q"])
 @triton.jit
 def _dense_fwd_kernel(z_ptr, w_ptr, bias_ptr, y_ptr, T, L, D, G, Q, M, K2, C,
                       ACC: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr, FIX_BF16: tl.constexpr,
@@ -69,25 +75,25 @@ def _dense_fwd_kernel(z_ptr, w_ptr, bias_ptr, y_ptr, T, L, D, G, Q, M, K2, C,
     o = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     omask = o < C
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
-    for tap in tl.static_range(9):
+    # One pipelined loop over (tap, channel block): K = 9 x 2D in a single software pipeline.
+    nk = tl.cdiv(K2, BLOCK_K)
+    for it in range(9 * nk):
+        tap = it // nk
         rows, valid = _pair_tap_rows(m, mmask, tap, T, L, D, G, Q)
-        for k0 in range(0, K2, BLOCK_K):
-            c = k0 + tl.arange(0, BLOCK_K)
-            cmask = c < K2
-            half = (c >= D).to(tl.int64)
-            col = half * L * D + (c - half * D)
-            x = tl.load(z_ptr + rows[:, None] + col[None, :], mask=valid[:, None] & cmask[None, :], other=0.0)
-            w = tl.load(w_ptr + (tap * K2 + c[:, None]).to(tl.int64) * C + o[None, :],
-                        mask=cmask[:, None] & omask[None, :], other=0.0)
-            acc += tl.dot(x.to(DOT), w.to(DOT), input_precision=PREC, out_dtype=ACC)
+        c = (it % nk) * BLOCK_K + tl.arange(0, BLOCK_K)
+        cmask = c < K2
+        half = (c >= D).to(tl.int64)
+        col = half * L * D + (c - half * D)
+        x = tl.load(z_ptr + rows[:, None] + col[None, :], mask=valid[:, None] & cmask[None, :], other=0.0)
+        w = tl.load(w_ptr + (tap * K2 + c[:, None]).to(tl.int64) * C + o[None, :],
+                    mask=cmask[:, None] & omask[None, :], other=0.0)
+        acc += tl.dot(x.to(DOT), w.to(DOT), input_precision=PREC, out_dtype=ACC)
     y = acc + tl.load(bias_ptr + o, mask=omask, other=0.0).to(ACC)[None, :]
-    n = m // Q
-    q = m % Q
-    offs = (n.to(tl.int64) * C * Q + q)[:, None] + (o * Q)[None, :]
+    offs = m.to(tl.int64)[:, None] * C + o[None, :]  # channels-last output: 16-byte stores along o
     tl.store(y_ptr + offs, store_cast(y, y_ptr.dtype.element_ty, FIX_BF16), mask=mmask[:, None] & omask[None, :])
 
 
-@triton.autotune(configs=_DENSE_DX_CONFIGS, key=["D", "C", "Q"])
+@autotune(_DENSE_DX_CONFIGS, key=["D", "C", "Q"])
 @triton.jit
 def _dense_dx_kernel(gy_ptr, w_ptr, dz_ptr, T, L, D, G, Q, MF, K2, C,
                      ACC: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr, FIX_BF16: tl.constexpr,
@@ -105,32 +111,29 @@ def _dense_dx_kernel(gy_ptr, w_ptr, dz_ptr, T, L, D, G, Q, MF, K2, C,
     i = q // G
     j = q % G
     acc = tl.zeros((BLOCK_M, BLOCK_D), dtype=ACC)
-    for half in tl.static_range(2):
-        if half == 0:
-            has_pair = t < T - 1
-            n = b * (T - 1) + t
-        else:
-            has_pair = t > 0
-            n = b * (T - 1) + t - 1
+    # One pipelined loop over (half, tap, output-channel block).
+    no = tl.cdiv(C, BLOCK_O)
+    for it in range(18 * no):
+        half = it // (9 * no)
+        tap = (it // no) % 9
+        o = (it % no) * BLOCK_O + tl.arange(0, BLOCK_O)
+        omask = o < C
+        has_pair = tl.where(half == 0, t < T - 1, t > 0)
+        n = b * (T - 1) + t - half
         c = half * D + d
-        for tap in tl.static_range(9):
-            si = i - (tap // 3 - 1)
-            sj = j - (tap % 3 - 1)
-            valid = mmask & has_pair & (si >= 0) & (si < G) & (sj >= 0) & (sj < G)
-            rows = n * C * Q + si * G + sj
-            for o0 in range(0, C, BLOCK_O):
-                o = o0 + tl.arange(0, BLOCK_O)
-                omask = o < C
-                dy = tl.load(gy_ptr + rows[:, None] + (o * Q)[None, :], mask=valid[:, None] & omask[None, :],
-                             other=0.0)
-                w = tl.load(w_ptr + (tap * K2 + c[None, :]).to(tl.int64) * C + o[:, None],
-                            mask=omask[:, None] & dmask[None, :], other=0.0)
-                acc += tl.dot(dy.to(DOT), w.to(DOT), input_precision=PREC, out_dtype=ACC)
+        si = i - (tap // 3 - 1)
+        sj = j - (tap % 3 - 1)
+        valid = mmask & has_pair & (si >= 0) & (si < G) & (sj >= 0) & (sj < G)
+        rows = (n * Q + si * G + sj) * C  # dy channels-last: contiguous along o
+        dy = tl.load(gy_ptr + rows[:, None] + o[None, :], mask=valid[:, None] & omask[None, :], other=0.0)
+        w = tl.load(w_ptr + (tap * K2 + c[None, :]).to(tl.int64) * C + o[:, None],
+                    mask=omask[:, None] & dmask[None, :], other=0.0)
+        acc += tl.dot(dy.to(DOT), w.to(DOT), input_precision=PREC, out_dtype=ACC)
     offs = ((f * L + 1 + q) * D)[:, None] + d[None, :]
     tl.store(dz_ptr + offs, store_cast(acc, dz_ptr.dtype.element_ty, FIX_BF16), mask=mmask[:, None] & dmask[None, :])
 
 
-@triton.autotune(configs=_DENSE_DW_CONFIGS, key=["K2", "C", "Q"])
+@autotune(_DENSE_DW_CONFIGS, key=["K2", "C", "Q"])
 @triton.jit
 def _dense_dw_kernel(z_ptr, gy_ptr, part_ptr, T, L, D, G, Q, M, K2, C, SPLIT,
                      ACC: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr, BLOCK_C: tl.constexpr,
@@ -150,9 +153,7 @@ def _dense_dw_kernel(z_ptr, gy_ptr, part_ptr, T, L, D, G, Q, M, K2, C, SPLIT,
         mmask = m < M
         rows, valid = _pair_tap_rows(m, mmask, tap, T, L, D, G, Q)
         x = tl.load(z_ptr + rows[:, None] + col[None, :], mask=valid[:, None] & cmask[None, :], other=0.0)
-        n = m // Q
-        q = m % Q
-        dy = tl.load(gy_ptr + (n.to(tl.int64) * C * Q + q)[:, None] + (o * Q)[None, :],
+        dy = tl.load(gy_ptr + m.to(tl.int64)[:, None] * C + o[None, :],  # channels-last dy
                      mask=mmask[:, None] & omask[None, :], other=0.0)
         acc += tl.dot(tl.trans(x.to(DOT)), dy.to(DOT), input_precision=PREC, out_dtype=ACC)
     base = part_ptr + ((s * 9 + tap) * K2).to(tl.int64) * C
@@ -169,7 +170,7 @@ def dense_forward(z, w_t, bias):
     q, k2, c = g * g, 2 * d, w_t.shape[2]
     m = b * (t - 1) * q
     acc, _, dot, prec = _acc_types(z)
-    y = empty_output((b * (t - 1), c, g, g), z)
+    y = empty_output((b * (t - 1), c, g, g), z, channels_last=True)
     grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(c, meta["BLOCK_N"]))  # noqa: E731
     _dense_fwd_kernel[grid](z, w_t, bias, y, t, l, d, g, q, m, k2, c, ACC=acc, DOT=dot, PREC=prec,
                             FIX_BF16=INTERPRET)
@@ -182,9 +183,9 @@ def dense_backward(gy, z, w_t):
     q, k2, c = g * g, 2 * d, w_t.shape[2]
     m, mf = b * (t - 1) * q, b * t * q
     acc, acc_torch, dot, prec = _acc_types(z)
-    gy = gy.to(z.dtype).contiguous()
+    gy = gy.to(z.dtype).contiguous(memory_format=torch.channels_last)
     dz = empty_output(z.shape, z)
-    dz[:, :, 0] = 0
+    dz[:, :, 0].zero_()  # class tokens: no gradient (zero_: no tensor from a Python 0)
     grid = lambda meta: (triton.cdiv(mf, meta["BLOCK_M"]), triton.cdiv(d, meta["BLOCK_D"]))  # noqa: E731
     _dense_dx_kernel[grid](gy, w_t, dz, t, l, d, g, q, mf, k2, c, ACC=acc, DOT=dot, PREC=prec, FIX_BF16=INTERPRET)
     if INTERPRET or z.device.type != "cuda":
@@ -212,7 +213,8 @@ def pair_conv3x3_op(z: torch.Tensor, w_t: torch.Tensor, bias: torch.Tensor) -> t
 def _(z, w_t, bias):
     b, t, l, d = z.shape
     g = int(round((l - 1) ** 0.5))
-    return z.new_empty((b * (t - 1), w_t.shape[2], g, g))
+    return torch.empty((b * (t - 1), w_t.shape[2], g, g), dtype=z.dtype, device=z.device,
+                       memory_format=torch.channels_last)
 
 
 @torch.library.custom_op("ila_fast::pair_conv3x3_backward", mutates_args=())
@@ -264,10 +266,9 @@ def pair_correlation_dense(z: torch.Tensor, weight: torch.Tensor, bias: torch.Te
     reference's gradient error in bf16). ``ILA_FAST_DENSE=cudnn`` selects the reference
     path (pair tensor + cuDNN), the choice to make if the GPU shows cuDNN faster.
     """
-    if DENSE_IMPL == "cudnn":
+    if DENSE_IMPL == "cudnn" or use_reference(z, "pair_correlation_dense"):
         return reference.pair_correlation_dense(z, weight, bias, bn_weight, bn_bias, bn_mean, bn_var,
                                                 training, momentum, eps)
     w_t = weight.permute(2, 3, 1, 0).reshape(9, weight.shape[1], weight.shape[0])  # (9, 2D, C)
     y = pair_conv3x3_op(_autocast_input(z), w_t, bias)
-    return F.relu(F.batch_norm(y, bn_mean, bn_var, *_bn_affine(bn_weight, bn_bias, bn_mean), training,
-                               momentum, eps))
+    return F.relu(reference.batch_norm(y, bn_mean, bn_var, bn_weight, bn_bias, training, momentum, eps))

@@ -15,8 +15,14 @@ as opaque calls. We ship ``custom_op`` on every device, deliberately, not ``trit
 - what ``triton_op`` buys is inductor seeing the kernel launches; it cannot fuse into a
   user kernel anyway, and these kernels are each a large, memory-bound pass over
   (B, T, L, D) where a per-op dispatch overhead of microseconds is noise;
-- the launchers make no host syncs (delta and the BatchNorm statistics stay on the
-  device), so the ops are CUDA-graph safe either way.
+- the launchers make no host syncs and no tensors from Python values (delta is read on
+  the device when it is a tensor and passed as a kernel argument when it is a float; the
+  BatchNorm statistics stay on the device; tests/test_kernels_graph_safe.py checks this),
+  so the ops can be captured in a CUDA graph, with one precondition on the caller:
+  autotuning must be finished before the capture. The autotuner benchmarks configs (and
+  synchronises) on the first call per shape and dtype, so run one eager forward and
+  backward at the captured shapes first (``torch.compile(mode="reduce-overhead")`` does
+  such warm-up runs itself), or set ILA_FAST_AUTOTUNE=0 (one config, no tuning).
 Revisit with a GPU: a ``triton_op`` twin is a small change in each op's file, and the
 tests in tests/test_kernels_ops.py are what it must pass.
 """

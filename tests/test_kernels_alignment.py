@@ -17,6 +17,8 @@ import torch
 from ila_fast.kernels import reference
 from ila_fast.kernels.alignment import align_frames
 
+# The compiled kernels on a GPU when there is one, else the interpreter on the CPU.
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 EPS = {torch.float32: 1.2e-7, torch.bfloat16: 7.8e-3, torch.float16: 9.8e-4}
 
 
@@ -26,10 +28,12 @@ def _nan_fill(monkeypatch):
 
 
 def _run(fn, z, points, delta, training, grads):
-    z = z.detach().clone().requires_grad_()
-    points = points.detach().clone().requires_grad_()
+    z = z.detach().to(DEVICE).requires_grad_()
+    points = points.detach().to(DEVICE).requires_grad_()
+    if isinstance(delta, torch.Tensor):
+        delta = delta.to(DEVICE)
     aligned, pooled = fn(z, points, delta, training)
-    torch.autograd.backward([aligned, pooled], [g.to(aligned.dtype) for g in grads])
+    torch.autograd.backward([aligned, pooled], [g.to(DEVICE, aligned.dtype) for g in grads])
     return {"aligned": aligned, "pooled": pooled, "dz": z.grad, "dp": points.grad}
 
 
@@ -128,9 +132,9 @@ def test_align_frames_point_gradient_at_breakpoints(training):
 
 def test_align_frames_gradcheck_float64():
     """Kernels in float64 against numerical derivatives (points away from the kinks)."""
-    z = torch.randn(1, 3, 17, 6, dtype=torch.float64, requires_grad=True)
+    z = torch.randn(1, 3, 17, 6, dtype=torch.float64, device=DEVICE, requires_grad=True)
     points = torch.tensor([[[0.1, -0.3, 0.37, 0.2], [-0.45, 0.05, 0.3, -0.6]]], dtype=torch.float64,
-                          requires_grad=True)
+                          device=DEVICE, requires_grad=True)
     for training in (False, True):
         assert torch.autograd.gradcheck(lambda a, p: align_frames(a, p, 0.2, training), (z, points),
                                         fast_mode=True, eps=1e-6, atol=1e-5)
@@ -139,12 +143,12 @@ def test_align_frames_gradcheck_float64():
 def test_align_frames_stride0_grads_and_unused_output():
     """out.sum() sends expanded stride-0 gradients; an unused output sends none."""
     gen = torch.Generator().manual_seed(1)
-    z = torch.randn(2, 3, 26, 12, generator=gen)
-    points = torch.rand(2, 2, 4, generator=gen) - 0.5
+    z = torch.randn(2, 3, 26, 12, generator=gen).to(DEVICE)
+    points = (torch.rand(2, 2, 4, generator=gen) - 0.5).to(DEVICE)
     results = []
     for fn in (reference.align_frames, align_frames):
         zz, pp = z.clone().requires_grad_(), points.clone().requires_grad_()
-        aligned, pooled = fn(zz, pp, torch.tensor(0.2), True)
+        aligned, pooled = fn(zz, pp, torch.tensor(0.2, device=DEVICE), True)
         (aligned.sum() * 0.5 + pooled.sum()).backward()
         zz2 = z.clone().requires_grad_()
         aligned, _ = fn(zz2, points, 0.2, False)
@@ -156,9 +160,9 @@ def test_align_frames_stride0_grads_and_unused_output():
 
 def test_align_frames_noncontiguous_input_and_float_delta():
     gen = torch.Generator().manual_seed(2)
-    z = torch.randn(2, 3, 12, 26, generator=gen).transpose(2, 3)  # (2, 3, 26, 12), not contiguous
-    points = torch.rand(2, 2, 4, generator=gen) - 0.5
-    want = reference.align_frames(z, points, torch.tensor(0.1), True)
+    z = torch.randn(2, 3, 12, 26, generator=gen).to(DEVICE).transpose(2, 3)  # (2, 3, 26, 12), not contiguous
+    points = (torch.rand(2, 2, 4, generator=gen) - 0.5).to(DEVICE)
+    want = reference.align_frames(z, points, torch.tensor(0.1, device=DEVICE), True)
     got = align_frames(z, points, 0.1, True)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

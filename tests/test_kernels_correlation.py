@@ -19,6 +19,8 @@ from ila_fast.kernels import reference
 from ila_fast.kernels.correlation import pair_correlation
 from ila_fast.kernels.dense_correlation import pair_correlation_dense
 
+# The compiled kernels on a GPU when there is one, else the interpreter on the CPU.
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 EPS = {torch.float32: 1.2e-7, torch.bfloat16: 7.8e-3, torch.float16: 9.8e-4}
 MOMENTUM, BN_EPS = 0.1, 1e-5
 BIAS_WEIGHT = {"dw_bias": "dw_weight", "pw_bias": "pw_weight", "bias": "weight"}
@@ -51,10 +53,10 @@ def _is_stat(name):
 
 
 def _run(fn, z, params, training, grad, dtype):
-    z = z.detach().to(dtype).clone().requires_grad_()
-    p = {k: v.detach().to(dtype).clone().requires_grad_(not _is_stat(k)) for k, v in params.items()}
+    z = z.detach().to(DEVICE, dtype).clone().requires_grad_()
+    p = {k: v.detach().to(DEVICE, dtype).clone().requires_grad_(not _is_stat(k)) for k, v in params.items()}
     out = fn(z, **p, training=training, momentum=MOMENTUM, eps=BN_EPS)
-    out.backward(grad.to(out.dtype))
+    out.backward(grad.to(DEVICE, out.dtype))
     result = {"out": out, "dz": z.grad}
     for k, v in p.items():
         result[k] = v if _is_stat(k) else v.grad  # running statistics after the call
@@ -175,8 +177,8 @@ def test_pair_correlation_batch_stats_large_mean():
 
 def test_pair_correlation_stride0_grad():
     gen = torch.Generator().manual_seed(7)
-    z = torch.randn(2, 3, 26, 16, generator=gen)
-    params = _params(16, 16, gen)
+    z = torch.randn(2, 3, 26, 16, generator=gen).to(DEVICE)
+    params = {k: v.to(DEVICE) for k, v in _params(16, 16, gen).items()}
     for training in (True, False):
         grads = []
         for fn in (reference.pair_correlation, pair_correlation):
@@ -193,8 +195,8 @@ def test_pair_correlation_under_autocast(dense):
     """Under autocast both fronts take fp32 Z (what LayerNorm emits) and fp32 parameters and
     run in the autocast dtype, as the reference's autocast convolutions do."""
     gen = torch.Generator().manual_seed(9)
-    z = torch.randn(2, 3, 26, 16, generator=gen)
-    params = _params(16, 16, gen, dense)
+    z = torch.randn(2, 3, 26, 16, generator=gen).to(DEVICE)
+    params = {k: v.to(DEVICE) for k, v in _params(16, 16, gen, dense).items()}
     fns = (reference.pair_correlation_dense, pair_correlation_dense) if dense else \
         (reference.pair_correlation, pair_correlation)
     exact = _run(fns[0], z, params, True, torch.ones(4, 16, 5, 5), torch.float64)
@@ -202,7 +204,7 @@ def test_pair_correlation_under_autocast(dense):
     for fn in fns:
         zz = z.clone().requires_grad_()
         p = {k: v.clone().requires_grad_(not _is_stat(k)) for k, v in params.items()}
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
             out = fn(zz, **p, training=True, momentum=MOMENTUM, eps=BN_EPS)
         out.float().sum().backward()
         results.append((out, zz.grad))
@@ -219,9 +221,9 @@ def test_pair_correlation_bf16_params_fp32_running_stats(dense, training):
     running statistics. The fused fronts accept the mix (F.batch_norm alone refuses it);
     errors as for the reference run entirely in bf16."""
     gen = torch.Generator().manual_seed(10)
-    z = torch.randn(2, 3, 26, 16, generator=gen).bfloat16()
-    params = {k: v if _is_stat(k) else v.bfloat16() for k, v in _params(16, 16, gen, dense).items()}
-    grad = torch.randn(4, 16, 5, 5, generator=gen).bfloat16()
+    z = torch.randn(2, 3, 26, 16, generator=gen).bfloat16().to(DEVICE)
+    params = {k: (v if _is_stat(k) else v.bfloat16()).to(DEVICE) for k, v in _params(16, 16, gen, dense).items()}
+    grad = torch.randn(4, 16, 5, 5, generator=gen).bfloat16().to(DEVICE)
     ref_fn = reference.pair_correlation_dense if dense else reference.pair_correlation
     exact = _run(ref_fn, z, params, training, grad, torch.float64)
     base = _run(ref_fn, z, params, training, grad, torch.bfloat16)

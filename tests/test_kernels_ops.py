@@ -18,6 +18,8 @@ from ila_fast.kernels import OP_NAMES, get_ops, reference
 from ila_fast.kernels import alignment, correlation, dense_correlation  # noqa: F401  (registers the ops)
 
 OPS = torch.ops.ila_fast
+# The compiled kernels on a GPU when there is one, else the interpreter on the CPU.
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @pytest.fixture(autouse=True)
@@ -33,6 +35,7 @@ def _corr_params(d, c, gen, requires_grad=True):
              pw_bias=0.1 * torch.randn(c, generator=gen), pw_bn_weight=1 + 0.2 * torch.randn(c, generator=gen),
              pw_bn_bias=0.1 * torch.randn(c, generator=gen), pw_bn_mean=0.1 * torch.randn(c, generator=gen),
              pw_bn_var=1 + 0.2 * torch.rand(c, generator=gen))
+    p = {k: v.to(DEVICE) for k, v in p.items()}
     for k, v in p.items():
         v.requires_grad_(requires_grad and not k.endswith(("_mean", "_var")))
     return p
@@ -48,18 +51,20 @@ def test_triton_ops_have_reference_signatures():
 @pytest.mark.parametrize("training", [False, True])
 def test_opcheck_align_frames(training):
     gen = torch.Generator().manual_seed(0)
-    z = torch.randn(2, 3, 26, 12, generator=gen, requires_grad=True)
-    points = (torch.rand(2, 2, 4, generator=gen) - 0.5).requires_grad_()
-    torch.library.opcheck(OPS.align_frames.default, (z, points, torch.tensor(0.2), training))
-    grads = (torch.randn(2, 3, 26, 12, generator=gen), torch.randn(2, 2, 2, 12, generator=gen))
-    torch.library.opcheck(OPS.align_frames_backward.default,
-                          (z.detach(), points.detach(), torch.tensor(0.2), *grads, training))
+    z = torch.randn(2, 3, 26, 12, generator=gen).to(DEVICE).requires_grad_()
+    points = (torch.rand(2, 2, 4, generator=gen) - 0.5).to(DEVICE).requires_grad_()
+    grads = (torch.randn(2, 3, 26, 12, generator=gen).to(DEVICE), torch.randn(2, 2, 2, 12, generator=gen).to(DEVICE))
+    # delta as a device tensor (a model buffer) and as a float kernel argument
+    for delta, value in ((torch.tensor(0.2, device=DEVICE), 0.0), (None, 0.2)):
+        torch.library.opcheck(OPS.align_frames.default, (z, points, delta, value, training))
+        torch.library.opcheck(OPS.align_frames_backward.default,
+                              (z.detach(), points.detach(), delta, value, *grads, training))
 
 
 def test_opcheck_pair_correlation():
     gen = torch.Generator().manual_seed(1)
     d, c = 12, 16
-    z = torch.randn(2, 3, 26, d, generator=gen, requires_grad=True)
+    z = torch.randn(2, 3, 26, d, generator=gen).to(DEVICE).requires_grad_()
     p = _corr_params(d, c, gen)
     w1, pw = p["dw_weight"].reshape(2 * d, 9), p["pw_weight"].reshape(c, 2 * d)
     train_args = (z, w1, p["dw_bias"], p["dw_bn_weight"], p["dw_bn_bias"], pw, p["pw_bias"], 1e-5)
@@ -68,7 +73,7 @@ def test_opcheck_pair_correlation():
     with torch.no_grad():
         y, mean, var = OPS.pair_correlation_train(*train_args)
         out = OPS.pair_correlation_eval(z, w1, p["dw_bias"], pw, p["pw_bias"])
-    gy = torch.randn(y.shape, generator=gen)
+    gy = torch.randn(y.shape, generator=gen).to(DEVICE)
     detached = [a.detach() if isinstance(a, torch.Tensor) else a for a in train_args]
     torch.library.opcheck(OPS.pair_correlation_train_backward.default,
                           (gy, *detached[:6], mean, var, 1e-5))
@@ -79,11 +84,11 @@ def test_opcheck_pair_correlation():
 def test_opcheck_pair_conv3x3():
     gen = torch.Generator().manual_seed(6)
     d, c = 12, 16
-    z = torch.randn(2, 3, 26, d, generator=gen, requires_grad=True)
-    w_t = (torch.randn(9, 2 * d, c, generator=gen) * 0.1).requires_grad_()
-    bias = torch.randn(c, generator=gen, requires_grad=True)
+    z = torch.randn(2, 3, 26, d, generator=gen).to(DEVICE).requires_grad_()
+    w_t = (torch.randn(9, 2 * d, c, generator=gen) * 0.1).to(DEVICE).requires_grad_()
+    bias = torch.randn(c, generator=gen).to(DEVICE).requires_grad_()
     torch.library.opcheck(OPS.pair_conv3x3.default, (z, w_t, bias))
-    gy = torch.randn(4, c, 5, 5, generator=gen)
+    gy = torch.randn(4, c, 5, 5, generator=gen).to(DEVICE)
     torch.library.opcheck(OPS.pair_conv3x3_backward.default, (gy, z.detach(), w_t.detach()))
 
 
@@ -102,9 +107,9 @@ def test_compile_fullgraph_keeps_ops_in_graph(training):
     fused = get_ops("triton")
     gen = torch.Generator().manual_seed(2)
     d, c = 12, 16
-    z0 = torch.randn(2, 3, 26, d, generator=gen)
+    z0 = torch.randn(2, 3, 26, d, generator=gen).to(DEVICE)
     params = _corr_params(d, c, gen, requires_grad=False)
-    delta = torch.tensor(0.2)
+    delta = torch.tensor(0.2, device=DEVICE)
 
     def step(z, p):
         f = fused.pair_correlation(z, **p, training=training, momentum=0.1, eps=1e-5)
@@ -141,7 +146,7 @@ def _blocks(interactive="depthwise"):
 
     torch.manual_seed(0)
     cfg = ModelConfig(arch="tiny", input_size=64, frames=3, correlation_channels=32, interactive=interactive)
-    ref = ILABlock(cfg)
+    ref = ILABlock(cfg).to(DEVICE)
     with torch.no_grad():  # leave the zero-initialised start so the ILA branch matters
         for name, p in ref.named_parameters():
             if "temporal_" in name or "point_head.fc2" in name:
@@ -151,7 +156,7 @@ def _blocks(interactive="depthwise"):
                 b.uniform_(0.8, 1.2)
     cfg_fused = copy.deepcopy(cfg)
     cfg_fused.kernels = "triton"
-    fused = ILABlock(cfg_fused)
+    fused = ILABlock(cfg_fused).to(DEVICE)
     fused.load_state_dict(ref.state_dict())
     return cfg, ref, fused
 
@@ -172,7 +177,7 @@ def test_ila_block_fused_matches_reference(training, interactive):
     cfg, ref, fused = _blocks(interactive)
     ref.train(training)
     fused.train(training)
-    x = torch.randn(2 * cfg.frames, cfg.tokens, cfg.width, generator=torch.Generator().manual_seed(3))
+    x = torch.randn(2 * cfg.frames, cfg.tokens, cfg.width, generator=torch.Generator().manual_seed(3)).to(DEVICE)
     want, got = _block_step(ref, x), _block_step(fused, x)
     torch.testing.assert_close(got[0], want[0], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(got[1], want[1], rtol=1e-4, atol=1e-5)
@@ -195,7 +200,7 @@ def test_ila_block_compiled_with_fused_ops():
     cfg, _, fused = _blocks()
     fused.train(True)
     eager = copy.deepcopy(fused)
-    x = torch.randn(2 * cfg.frames, cfg.tokens, cfg.width, generator=torch.Generator().manual_seed(4))
+    x = torch.randn(2 * cfg.frames, cfg.tokens, cfg.width, generator=torch.Generator().manual_seed(4)).to(DEVICE)
     want = _block_step(eager, x)
     store = {}
     got = _block_step(torch.compile(fused, fullgraph=True, backend=_recording_backend(store)), x)
@@ -213,13 +218,13 @@ def test_compile_inductor():
     """Inductor, fullgraph, forward + backward through both ops (training mode)."""
     fused = get_ops("triton")
     gen = torch.Generator().manual_seed(5)
-    z0 = torch.randn(2, 3, 26, 12, generator=gen)
+    z0 = torch.randn(2, 3, 26, 12, generator=gen).to(DEVICE)
     params = _corr_params(12, 16, gen, requires_grad=False)
 
     def step(z, p):
         f = fused.pair_correlation(z, **p, training=True, momentum=0.1, eps=1e-5)
         points = torch.tanh(f.mean((1, 2, 3))).view(2, 2, 1).expand(2, 2, 4) * 0.5
-        aligned, pooled = fused.align_frames(z, points, torch.tensor(0.2), True)
+        aligned, pooled = fused.align_frames(z, points, torch.tensor(0.2, device=DEVICE), True)
         return aligned.square().mean() + pooled.mean()
 
     results = []

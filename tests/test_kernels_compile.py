@@ -1,0 +1,51 @@
+"""Offline sm_90 (H100 / H200) compile check of every fused kernel: no GPU needed.
+
+``python -m ila_fast.kernels.compile_report --scope check`` compiles every kernel x
+autotune config x dtype (scope in ``compile_report.jobs``) with Triton's NVIDIA backend
+in a process of its own (the tests run the interpreter; the report must compile). The
+test fails on a compile error, on a config the autotuner may pick for a dtype that needs
+more shared memory than one sm_90 block has (it would fail at launch), and on a default
+config (the one ``ILA_FAST_AUTOTUNE=0`` and the GPU tests use) that spills registers.
+It prints the table. ``ila-fast bench kernels --compile-report`` prints the full one.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ila_fast.kernels.compile_report import SMEM_LIMIT, problems
+
+SPILL_BOUND = 0  # bytes of spill stores + loads allowed in a default config
+
+
+def test_every_kernel_config_fits_sm90(tmp_path, capsys):
+    pytest.importorskip("triton.backends.nvidia.compiler", reason="Triton without its NVIDIA backend")
+    out = tmp_path / "report.json"
+    env = dict(os.environ, TRITON_INTERPRET="0")
+    proc = subprocess.run([sys.executable, "-m", "ila_fast.kernels.compile_report", "--scope", "check",
+                           "--json", str(out)], env=env, capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    with capsys.disabled():
+        print("\n" + proc.stdout)
+    names = {r["kernel"] for r in rows}
+    assert {"align_fwd", "align_bwd", "corr_stats", "corr_fwd_train", "corr_wgrad_train", "corr_du_train",
+            "corr_dz", "corr_fwd_eval", "dense_fwd", "dense_dx", "dense_dw"} <= names, names
+    assert {r["dtype"] for r in rows} == {"fp32", "bf16", "fp16"}
+    full = [r for r in rows if r["full"]]
+    assert full and all(r["regs"] > 0 for r in full), "no ptxas register counts: the log was not captured"
+    bad = problems(rows, SPILL_BOUND)
+    assert not bad, "\n".join(bad)
+    assert max(r["smem"] for r in rows if r["kept"]) <= SMEM_LIMIT
+
+
+def test_problems_flags_what_fails_on_a_gpu():
+    """The check can fail: an over-limit kept config, a spilling default, a compile error."""
+    base = dict(kernel="k", config="c", dtype="fp32", kept=True, default=False, smem=1024, spill=0)
+    assert problems([base]) == []
+    assert problems([dict(base, kept=False, smem=SMEM_LIMIT + 1)]) == []  # pruned for this dtype
+    assert len(problems([dict(base, smem=SMEM_LIMIT + 1)])) == 1
+    assert len(problems([dict(base, default=True, spill=8)])) == 1
+    assert len(problems([dict(base, error="CompilationError: x")])) == 1
