@@ -37,6 +37,12 @@ output stores and the loads of the incoming gradient are contiguous along the ch
 Shared memory, registers and spills of every kernel x config x dtype on sm_90:
 ``python -m ila_fast.kernels.compile_report`` (offline, tests/test_kernels_compile.py).
 
+Not done yet (speed, to measure on a GPU first): the training path still recomputes the
+depthwise conv from Z in four kernels (statistics, forward, weight gradient, du) and
+reads Z once more for dZ / dw1, and runs the dy W GEMM twice (for BN1's backward sums,
+then for du); fusing them needs either u saved (a 2D-channel tensor) or a grid-wide
+barrier between the BN1 sums and du.
+
 The SSv2 front (``pair_correlation_dense``) is in ``dense_correlation.py``; the helpers both
 fronts use are in ``_common.py``.
 """
