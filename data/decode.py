@@ -25,6 +25,9 @@ from .bad_videos import BadVideo
 from .probe import VideoInfo, ffmpeg_logs, ffmpeg_message
 
 _YUV420 = {"yuv420p": False, "yuvj420p": True}  # -> full range?
+# Codecs whose frames map one-to-one to packets and whose non-reference frames can be skipped safely
+# (AV1 / VP9 pack hidden reference frames into packets: skipping them loses needed frames).
+SKIP_NONREF_CODECS = frozenset({"h264", "hevc", "mpeg2video", "mpeg1video", "mpeg4"})
 PRESCALE_ABOVE = 2.0  # crops more than this many times the output size are scaled down in YUV first
 
 
@@ -148,7 +151,8 @@ class PyAVDecoder:
         wanted_lookup = set(wanted)
         # Skipping non-reference frames needs each packet's frame index (pts) and one decoding
         # thread (the skip setting is read as each packet is sent).
-        skip_pts = ({info.frame_pts(i) for i in wanted} if self.skip_nonref and not by_count and self.threads == 1
+        skip_pts = ({info.frame_pts(i) for i in wanted}
+                    if self.skip_nonref and not by_count and self.threads == 1 and info.codec in SKIP_NONREF_CODECS
                     else None)
         got: dict[int, _Region] = {}
         try:

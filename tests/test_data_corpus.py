@@ -35,6 +35,7 @@ def test_probe_counts_frames_by_the_rule():
         assert info.stream == (1 if name.startswith("thumbnail") else 0), name
         assert info.index_by == ("count" if name in ("avi", "raw_h264", "ts_missing_pts") else "pts"), name
     assert probe_video(corpus_videos()["mpg"][0]).codec == "mpeg2video"
+    assert probe_video(corpus_videos()["mkv_av1"][0]).codec == "av1"  # the family, not the decoder (libdav1d)
 
 
 def _loader(backend, names, mode="test", **overrides):

@@ -137,7 +137,7 @@ CONTAINERS = {
     "mp4": ("c.mp4", "libx264"), "mov": ("c.mov", "libx264"), "mkv": ("c.mkv", "libx264"),
     "webm": ("c.webm", "libvpx-vp9"), "avi": ("c.avi", "libx264"), "avi_mjpeg": ("cj.avi", "mjpeg"),
     "ts": ("c.ts", "libx264"), "mpg": ("c.mpg", "mpeg2video"), "flv": ("c.flv", "libx264"),
-    "mkv_vp9": ("c9.mkv", "libvpx-vp9"),
+    "mkv_vp9": ("c9.mkv", "libvpx-vp9"), "mkv_av1": ("c1.mkv", "libsvtav1"),  # AV1: decoded by libdav1d
 }
 GOP = 8
 CUT_AT = 11  # the edit-list cut starts at painted frame 11 (key frame 8 kept as hidden pre-roll)
@@ -157,6 +157,8 @@ def _encode(path: Path, encoder: str, frames: np.ndarray, fmt: str | None = None
         options.update({"deadline": "realtime", "cpu-used": "8", "crf": "20", "b:v": "0"})
     elif encoder == "mjpeg":
         options["qscale"] = "2"
+    elif encoder == "libsvtav1":
+        options.update({"preset": "12", "crf": "30"})
     pix_fmt = "yuvj420p" if encoder == "mjpeg" else "yuv420p"
     with av.open(str(path), "w", format=fmt) as c:
         s = c.add_stream(encoder, rate=25)
