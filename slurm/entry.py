@@ -97,7 +97,7 @@ class TrainJob(submitit.helpers.Checkpointable):
             if self._stop_requested:   # the signal came while the trainer was being built
                 trainer.request_save(stop=True)
             summary = trainer.fit()
-        except Exception as error:  # noqa: BLE001 - recorded, then requeued or re-raised
+        except Exception as error:
             self._after_error(job, cfg, error)
             raise
         log(f"rank {env.rank}: fit() returned {summary.get('status')} at step {summary.get('step')}")
@@ -126,9 +126,9 @@ class TrainJob(submitit.helpers.Checkpointable):
 
     def _after_error(self, job, cfg, error: Exception) -> None:
         folder = Path(os.environ.get("SUBMITIT_FOLDER", self.run_dir))
-        record = dict(time=time.strftime("%Y-%m-%dT%H:%M:%S"), job_id=job.job_id, rank=job.global_rank,
-                      host=socket.gethostname(), attempt=self.errors + 1, error=f"{type(error).__name__}: {error}",
-                      traceback=traceback.format_exc()[-4000:])
+        record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "job_id": job.job_id, "rank": job.global_rank,
+                  "host": socket.gethostname(), "attempt": self.errors + 1,
+                  "error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()[-4000:]}
         with open(folder / "errors.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
         traceback.print_exc()

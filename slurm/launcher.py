@@ -112,10 +112,10 @@ def sbatch_parameters(cfg) -> dict:
         raise ConfigError(f"slurm.signal_delay_s = {s.signal_delay_s} s: with slurm.time = {s.time!r} Slurm could "
                           f"signal before the tasks have started (it signals up to 30 s early); the limit must "
                           f"exceed signal_delay_s + 90 s (e.g. --set slurm.signal_delay_s={max(0, limit * 60 - 90)})")
-    params = dict(job_name=s.job_name or f"ila-{cfg.name}", nodes=s.nodes, ntasks_per_node=s.tasks,
-                  cpus_per_task=s.cpus_per_task, time=limit, signal_delay_s=s.signal_delay_s,
-                  # one failing task ends the step at once instead of leaving the others in a collective
-                  srun_args=["--kill-on-bad-exit=1"])
+    params = {"job_name": s.job_name or f"ila-{cfg.name}", "nodes": s.nodes, "ntasks_per_node": s.tasks,
+              "cpus_per_task": s.cpus_per_task, "time": limit, "signal_delay_s": s.signal_delay_s,
+              # one failing task ends the step at once instead of leaving the others in a collective
+              "srun_args": ["--kill-on-bad-exit=1"]}
     if s.gpus_per_node:
         params["gpus_per_node"] = s.gpus_per_node
     for key in ("partition", "account", "qos", "constraint"):
@@ -171,7 +171,6 @@ def run(args) -> int:
         return 0
 
     import submitit
-
     from ila_fast.slurm.entry import TrainJob
 
     job_folder.mkdir(parents=True, exist_ok=True)
@@ -207,9 +206,9 @@ def run(args) -> int:
 
 def _record(job_folder: Path, jobs, runs, args) -> None:
     """jobs.jsonl in the job folder, and an index entry so that --status JOB finds the folder."""
-    entry = dict(time=time.strftime("%Y-%m-%dT%H:%M:%S"), job_ids=[j.job_id for j in jobs],
-                 runs=[str(r) for r, _, _ in runs], points=[p for _, _, p in runs], argv=sys.argv[1:],
-                 local=bool(args.local))
+    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "job_ids": [j.job_id for j in jobs],
+             "runs": [str(r) for r, _, _ in runs], "points": [p for _, _, p in runs], "argv": sys.argv[1:],
+             "local": bool(args.local)}
     with open(job_folder / "jobs.jsonl", "a") as f:
         f.write(json.dumps(entry) + "\n")
     index = job_index()

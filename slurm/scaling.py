@@ -102,8 +102,8 @@ def step_times(u: Units, nodes: int, clips_per_gpu: int, hw: Hardware, hsdp: boo
     else:
         comm = (gathered + reduced) * (world - 1) / world / (hw.ib_gbs * 1e9) + collectives * (world - 1) * hw.hop_us * 1e-6
         ib_bytes = (gathered + reduced) * (world - 1) / world
-    return dict(compute=compute, comm=comm, overlapped=max(compute, comm), serial=compute + comm,
-                gathered=gathered, reduced=reduced, ib_bytes=ib_bytes)
+    return {"compute": compute, "comm": comm, "overlapped": max(compute, comm), "serial": compute + comm,
+            "gathered": gathered, "reduced": reduced, "ib_bytes": ib_bytes}
 
 
 def report(configs: list[str], clips_per_gpu: int, hw: Hardware) -> str:
@@ -111,18 +111,18 @@ def report(configs: list[str], clips_per_gpu: int, hw: Hardware) -> str:
     for config in configs:
         u = count(config)
         lines += [f"### {u.name}", "",
-                  f"- parameters {u.total / 1e6:.2f} M, trainable {u.trainable / 1e6:.2f} M; text-tower blocks "
-                  f"{u.idle / 1e6:.2f} M (sharded, never gathered: class text features are cached)",
-                  f"- FSDP units gathered per step: {len(u.gathered)} (image blocks {u.gathered[0] / 1e6:.2f} M "
-                  f"each, root {u.gathered[-1] / 1e6:.2f} M)",
-                  f"- one training clip: {u.forward_gflops:.0f} GFLOPs forward, {u.train_gflops:.0f} GFLOPs "
-                  f"forward + backward ({u.train_gflops / u.forward_gflops:.2f}x)", ""]
+                  (f"- parameters {u.total / 1e6:.2f} M, trainable {u.trainable / 1e6:.2f} M; text-tower blocks "
+                   f"{u.idle / 1e6:.2f} M (sharded, never gathered: class text features are cached)"),
+                  (f"- FSDP units gathered per step: {len(u.gathered)} (image blocks {u.gathered[0] / 1e6:.2f} M "
+                   f"each, root {u.gathered[-1] / 1e6:.2f} M)"),
+                  (f"- one training clip: {u.forward_gflops:.0f} GFLOPs forward, {u.train_gflops:.0f} GFLOPs "
+                   f"forward + backward ({u.train_gflops / u.forward_gflops:.2f}x)"), ""]
         one = step_times(u, 1, clips_per_gpu, hw, hsdp=False)
-        lines += [f"Per GPU per step: all-gather {one['gathered'] / 1e9:.2f} GB (bf16, forward + backward), "
-                  f"reduce-scatter {one['reduced'] / 1e9:.3f} GB (fp32 gradients of trainable weights), "
-                  f"times (W-1)/W on the wire.", "",
-                  "| nodes | GPUs | layout | compute s | comm s | step s (overlapped / serial) | "
-                  "weak-scaling eff. (overlapped / serial) | inter-node GB per GPU |",
+        lines += [(f"Per GPU per step: all-gather {one['gathered'] / 1e9:.2f} GB (bf16, forward + backward), "
+                   f"reduce-scatter {one['reduced'] / 1e9:.3f} GB (fp32 gradients of trainable weights), "
+                   "times (W-1)/W on the wire."), "",
+                  ("| nodes | GPUs | layout | compute s | comm s | step s (overlapped / serial) | "
+                   "weak-scaling eff. (overlapped / serial) | inter-node GB per GPU |"),
                   "|---|---|---|---|---|---|---|---|"]
         layouts = {"FSDP": (False, False), "HSDP": (True, False), "FSDP, frozen replicated": (False, True)}
         for nodes in (1, 2, 8, 32, 64):

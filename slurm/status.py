@@ -28,7 +28,7 @@ def sacct_rounds(job_id: str) -> list[dict]:
     """One row per round of the job (``-D``: requeued rounds too) and per array task; [] without sacct."""
     try:
         out = subprocess.run(["sacct", "-j", job_id, "-D", "-X", "-P", "-n", "-o", SACCT_FIELDS],
-                             capture_output=True, text=True, timeout=30)
+                             check=False, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return []
     names = SACCT_FIELDS.split(",")

@@ -4,10 +4,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from ila_fast.config import ConfigError, load_config, slurm_time_minutes
 from ila_fast.slurm import launcher
 from ila_fast.slurm.entry import job_port
+
+from ila_fast.config import ConfigError, load_config, slurm_time_minutes
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.toml"
 
@@ -66,7 +66,7 @@ def test_dry_run_prints_the_sbatch_script(tmp_path):
                           str(tmp_path / "run"), "--nodes", "2", "--gpus-per-node", "4", "--time", "04:00:00",
                           "--partition", "gpu", "--qos", "high", "--sbatch", "exclude=n1", "--parallelism", "hsdp",
                           "--sweep", "train.lr_mit=1e-4,2e-4", "--dry-run"],
-                         capture_output=True, text=True, timeout=60)
+                         check=False, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4", "#SBATCH --gpus-per-node=4",
                  "#SBATCH --time=240", "#SBATCH --partition=gpu", "#SBATCH --qos=high", "#SBATCH --exclude=n1",
@@ -78,7 +78,7 @@ def test_dry_run_prints_the_sbatch_script(tmp_path):
 
 def test_submit_refuses_bad_input(tmp_path):
     out = subprocess.run([sys.executable, "-m", "ila_fast.cli", "submit", "--config", str(TINY), "--output",
-                          str(tmp_path), "--time", "soon", "--dry-run"], capture_output=True, text=True, timeout=60)
+                          str(tmp_path), "--time", "soon", "--dry-run"], check=False, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "slurm.time 'soon'" in out.stderr
 
 

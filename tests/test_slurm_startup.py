@@ -15,7 +15,7 @@ def slurm_answers() -> bool:
     if shutil.which("sinfo") is None or shutil.which("srun") is None:
         return False
     try:
-        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=15)
+        out = subprocess.run(["sinfo", "-h", "-o", "%T"], check=False, capture_output=True, text=True, timeout=15)
     except subprocess.TimeoutExpired:
         return False
     usable = {"idle", "mixed", "allocated", "completing", "planned"}
@@ -42,7 +42,6 @@ def executor(folder, tasks=2, timeout_min=5):
 def join_or_report(skip_rank: int, timeout_s: float, identity: str | None = None):
     """Every task: rendezvous as the Slurm entry point would; ``skip_rank`` exits before joining."""
     import submitit
-
     from ila_fast.slurm.entry import dist_env
     from ila_fast.train.distributed import RendezvousError, setup_distributed, teardown_distributed
 
@@ -74,7 +73,7 @@ def test_rank_that_never_joins_is_named_within_the_timeout(slurm, tmp_path):
             executor(tmp_path / "c").submit(join_or_report, -1, 20.0, "hash")]  # configs differ
     missing, joined, differ = (job.results() for job in jobs)
     message, waited = missing[0]
-    host = subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip()
+    host = subprocess.run(["hostname", "-s"], check=False, capture_output=True, text=True).stdout.strip()
     assert missing[1] == "exited before joining"
     assert f"1 of 2 ranks did not join within 6 s: rank 1 (host {host})" in message
     assert 6.0 <= waited < 12.0

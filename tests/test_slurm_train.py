@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-import train_helpers as h  # noqa: E402
-from test_slurm_startup import slurm, slurm_answers  # noqa: E402,F401  (the fixture)
+import train_helpers as h
+from test_slurm_startup import slurm, slurm_answers  # noqa: F401  (the fixture)
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
 CLI = [sys.executable, "-m", "ila_fast.cli"]
@@ -44,20 +44,25 @@ def write_config(folder: Path, root: Path, **extra) -> Path:
 
 def submit(config: Path, output: Path, *options: str) -> list[str]:
     out = subprocess.run([*CLI, "submit", "--config", str(config), "--output", str(output), *options],
-                         capture_output=True, text=True, timeout=120)
+                         check=False, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     return re.findall(r"submitted job (\S+)", out.stdout)
 
 
-def states(job: str) -> list[str]:
-    out = subprocess.run(["sacct", "-j", job, "-X", "-n", "-P", "-o", "State"], capture_output=True, text=True)
+def _sacct_states(job: str, *flags: str) -> list[str]:
+    out = subprocess.run(["sacct", "-j", job, *flags, "-X", "-n", "-P", "-o", "State"], check=False,
+                         capture_output=True, text=True)
     return [s.split()[0] for s in out.stdout.split() if s.strip()]
+
+
+def states(job: str) -> list[str]:
+    """The current state of the job (of each task of an array)."""
+    return _sacct_states(job)
 
 
 def rounds(job: str) -> list[str]:
     """State of every round of the job, requeued ones first (sacct -D)."""
-    out = subprocess.run(["sacct", "-j", job, "-D", "-X", "-n", "-P", "-o", "State"], capture_output=True, text=True)
-    return [s.split()[0] for s in out.stdout.split() if s.strip()]
+    return _sacct_states(job, "-D")
 
 
 def wait_done(job: str, limit_s: float = 480) -> list[str]:
@@ -68,7 +73,7 @@ def wait_done(job: str, limit_s: float = 480) -> list[str]:
             time.sleep(1)   # accounting of the last round settles
             return now
         time.sleep(2)
-    status = subprocess.run([*CLI, "submit", "--status", job], capture_output=True, text=True).stdout
+    status = subprocess.run([*CLI, "submit", "--status", job], check=False, capture_output=True, text=True).stdout
     pytest.fail(f"job {job} did not end within {limit_s:.0f} s: {states(job)}\n{status}")
 
 
@@ -99,7 +104,7 @@ def step_seconds(run: Path) -> float:
 
 
 @pytest.fixture(scope="module")
-def queued(slurm, tmp_path_factory):
+def queued(slurm, tmp_path_factory):  # noqa: F811 - the imported fixture
     """The --local run first (alone: it also measures this machine's step time), then every job at
     once, with the outside events played while they run: USR2 to the preempted job after its step 2,
     `scontrol requeue` of another after its step-2 checkpoint."""
@@ -107,7 +112,7 @@ def queued(slurm, tmp_path_factory):
     root = h.make_dataset(base / "videos")
     cfg = write_config(base / "cfg", root)
     local = subprocess.run([*CLI, "submit", "--config", str(cfg), "--output", str(base / "local"), "--local"],
-                           capture_output=True, text=True, timeout=600)
+                           check=False, capture_output=True, text=True, timeout=600)
     assert local.returncode == 0, local.stdout + local.stderr
     # ~100 s of training at the measured speed: more than one 2-minute round holds (Slurm signals
     # 60-90 s in, as it signals up to 30 s before signal_delay_s); running beside the other jobs only
@@ -159,7 +164,7 @@ def test_preemption_signal_saves_requeues_and_resumes_to_the_same_state(queued):
     wait_done(jobs["straight"])
     assert h.losses(run) == h.losses(base / "straight")
     assert_same_weights(run, base / "straight")
-    status = subprocess.run([*CLI, "submit", "--status", job], capture_output=True, text=True).stdout
+    status = subprocess.run([*CLI, "submit", "--status", job], check=False, capture_output=True, text=True).stdout
     assert "REQUEUED" in status and "COMPLETED" in status and "newest complete checkpoint: step 6" in status
 
 
@@ -218,5 +223,5 @@ def test_failing_job_is_retried_within_the_bound_then_reported(queued):
     assert rounds(job) == ["REQUEUED", "FAILED"]   # slurm.max_retries = 1: one requeue, then the end
     errors = [json.loads(line) for line in (run / "slurm" / "errors.jsonl").read_text().splitlines()]
     assert [e["attempt"] for e in errors] == [1, 2] and all("missing.txt" in e["error"] for e in errors)
-    status = subprocess.run([*CLI, "submit", "--status", job], capture_output=True, text=True).stdout
+    status = subprocess.run([*CLI, "submit", "--status", job], check=False, capture_output=True, text=True).stdout
     assert "FAILED" in status and "missing.txt" in status and "error (attempt 2" in status
