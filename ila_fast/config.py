@@ -264,6 +264,7 @@ class TrainConfig:
     seed: int = 0
     max_steps: int = 0               # stop after this many optimizer steps (0: run all epochs)
     max_bad_steps: int = 5           # stop after this many non-finite steps in a row
+    log_samples: bool = False        # write every step's sample ids to samples.rank{r}.jsonl (audits resume)
     dist_timeout_s: float = 600.0    # start-up: every rank must join within this (rendezvous), and the first step
     dist_step_timeout_s: float = 300.0   # collective timeout from the second step on: a dead rank is seen soon
     parallelism: str = "fsdp"        # fsdp: shard over all ranks | hsdp: shard inside a node, replicate across
