@@ -121,12 +121,14 @@ def pair_correlation_dense(z: torch.Tensor, weight: torch.Tensor, bias: torch.Te
 
 def batch_norm(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
                training: bool, momentum: float, eps: float) -> torch.Tensor:
-    """``F.batch_norm`` computed in at least fp32, returned in x's dtype.
+    """``F.batch_norm``; with mixed dtypes computed in at least fp32 and returned in x's dtype.
 
     Under FSDP's bf16 parameters the affine weights arrive in bf16 while the running statistics
-    stay fp32 (which ``F.batch_norm`` refuses to mix); the fused ops also normalise in fp32.
-    fp32 / fp64 inputs with matching statistics compute exactly ``F.batch_norm``.
+    stay fp32, which ``F.batch_norm`` refuses to mix on a CPU; the fused ops also normalise in fp32.
+    When input, weights and statistics share one dtype this is exactly ``F.batch_norm`` in it.
     """
+    if mean.dtype == weight.dtype == x.dtype:  # one dtype throughout: exactly F.batch_norm in it
+        return F.batch_norm(x, mean, var, weight, bias, training, momentum, eps)
     dtype = torch.promote_types(x.dtype, torch.float32)
     stats_cast = mean.dtype != dtype
     m, v = (mean.to(dtype), var.to(dtype)) if stats_cast else (mean, var)
