@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from ila_fast.arguments import int_list
 
-CELL_INCHES = 2.0  # one frame panel
+CELL_INCHES = 2.0   # one frame panel
+TITLE_INCHES = 0.8  # the two title lines and the column titles above the panels
 DPI = 100
 
 
@@ -63,7 +64,8 @@ def draw(frames, points: dict, masks: dict, grid: int, patch: int, out, title: s
     blocks = sorted(points)
     pairs, size = frames.shape[0] - 1, frames.shape[1]
     cols = 2 * len(blocks)
-    fig, axes = plt.subplots(pairs, cols, figsize=(CELL_INCHES * cols, CELL_INCHES * pairs + 0.4), squeeze=False)
+    fig, axes = plt.subplots(pairs, cols, figsize=(CELL_INCHES * cols, CELL_INCHES * pairs + TITLE_INCHES),
+                             squeeze=False)
     for p in range(pairs):
         for j, b in enumerate(blocks):
             for side in (0, 1):  # 0: the pair's first (pre) frame, 1: its second (cur) frame
@@ -82,8 +84,8 @@ def draw(frames, points: dict, masks: dict, grid: int, patch: int, out, title: s
                     ax.set_ylabel(f"frames {p} -> {p + 1}", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.01, top=1 - 0.4 / (CELL_INCHES * pairs + 0.4) - 0.02,
-                        wspace=0.05, hspace=0.08)
+    top = 1 - TITLE_INCHES / (CELL_INCHES * pairs + TITLE_INCHES)
+    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.01, top=top, wspace=0.05, hspace=0.08)
     fig.savefig(out, dpi=DPI)  # no tight bbox: the size is exactly figsize x DPI
     plt.close(fig)
 
@@ -114,7 +116,7 @@ def show_alignment(model, video, out, blocks: list[int] | None = None, class_nam
     top = int(probs.argmax())
     name = class_names[top] if class_names else str(top)
     draw(frames, {b: points[b].numpy() for b in blocks}, masks, cfg.grid_size, cfg.patch_size, out,
-         title=f"predicted: {name} ({float(probs[top]):.2f}); + = alignment point, red = mask")
+         title=f"predicted: {name} ({float(probs[top]):.2f})\n+ alignment point, red: its mask")
     return {"blocks": blocks, "points": {b: np.round(points[b].numpy(), 4).tolist() for b in blocks},
             "top1": top, "top1_name": name}
 

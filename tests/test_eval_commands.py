@@ -120,14 +120,14 @@ def png_size(path):
 
 
 def test_show_alignment_writes_a_picture_of_the_expected_size(tmp_path, motion, official):
-    from ila_fast.alignment_picture import CELL_INCHES, DPI
+    from ila_fast.alignment_picture import CELL_INCHES, DPI, TITLE_INCHES
 
     video = sorted((motion / "videos" / "val").glob("*.mp4"))[0]
     out = tmp_path / "align.png"
     argv = ["show-alignment", str(video), "--checkpoint", str(official), "--out", str(out)]
     assert main(argv + ["--labels", str(motion / "labels.csv")]) == 0
     # 3 frames: 2 pairs (rows); 1 block: pre and cur (2 columns).
-    assert png_size(out) == (round(2 * CELL_INCHES * DPI), round((2 * CELL_INCHES + 0.4) * DPI))
+    assert png_size(out) == (round(2 * CELL_INCHES * DPI), round((2 * CELL_INCHES + TITLE_INCHES) * DPI))
     assert main(argv + ["--blocks", "0,1"]) == 0
-    assert png_size(out) == (round(4 * CELL_INCHES * DPI), round((2 * CELL_INCHES + 0.4) * DPI))
+    assert png_size(out) == (round(4 * CELL_INCHES * DPI), round((2 * CELL_INCHES + TITLE_INCHES) * DPI))
     assert main(argv + ["--blocks", "5"]) == 2  # a block that does not exist: one line, exit 2
