@@ -35,3 +35,27 @@ def test_prepare_keeps_frame_indices_and_is_resumable(tmp_path, capsys):
         assert read_indices_raw(decoder.decode(str(path), range(count), info)) == [first + i for i in range(count)]
     assert main(["prepare", str(src), str(dst), "--root", str(root), "--short-side", "32", "--gop", "4"]) == 0
     assert "0 encoded, 3 already done, 2 could not be read" in capsys.readouterr().out
+
+
+def test_prepare_vp9_makes_an_mpeg_ps_video_that_dali_decodes_exactly(tmp_path):
+    import pytest
+
+    pytest.importorskip("nvidia.dali", reason="DALI is in the dev extra")
+    from ila_fast.data.loader import build_loader
+    from video_fixtures import S, T, read_indices_clip
+
+    from ila_fast.config import DataConfig
+
+    corpus, root = corpus_videos(), fixture_videos()["root"]
+    src = tmp_path / "val.txt"
+    src.write_text(f"{corpus['mpg'][0].relative_to(root)} 0\n{corpus['mkv_av1'][0].relative_to(root)} 1\n")
+    assert main(["prepare", str(src), str(tmp_path / "vp9"), "--root", str(root), "--short-side", "32",
+                 "--gop", "4", "--codec", "vp9", "--jobs", "1"]) == 0
+    cfg = DataConfig(root=str(tmp_path / "vp9"), val_list=str(tmp_path / "vp9" / "val.txt"), batch_size=2,
+                     num_workers=1, dali_device="cpu", dali_fallback="skip", max_bad_fraction=0.0, test_clips=2,
+                     test_crops=1)
+    loader = build_loader(cfg, "val", frames=T, input_size=S, num_classes=2, backend="dali")
+    clips = [(clip, spec) for batch in loader for clip, spec in zip(batch.video, batch.specs)]
+    assert len(clips) == 4 and not loader.bad_log.bad  # neither routed nor skipped: DALI decodes the copies
+    for clip, spec in clips:
+        assert read_indices_clip(clip) == list(spec.frames)
