@@ -32,8 +32,9 @@ def run(root, output, **extra) -> dict:
     return Trainer(h.tiny_config(root, **extra), output).fit()
 
 
-def assert_states_close(a: dict, b: dict, atol=1e-6):
-    """Parameters agree to ``atol``, except attention's key bias: its true gradient is exactly zero
+def assert_states_close(a: dict, b: dict, atol=1e-5):
+    """Parameters agree to ``atol`` (the runs move them by ~1e-2 per step: lr 1e-2 under Adam; fp32
+    reductions in another order differ by ~1e-6 after a few steps), except attention's key bias: its true gradient is exactly zero
     (softmax is shift-invariant), so Adam, dividing by sqrt(v), turns rounding noise into steps of up
     to lr there. That slice carries no information and is left out."""
     assert a.keys() == b.keys()
@@ -132,22 +133,29 @@ def _merge(records, accumulation):
     return out
 
 
-def test_two_fsdp_ranks_match_one_process(dataset, tmp_path):
+def test_two_fsdp_ranks_match_one_process_and_resume_on_one(dataset, tmp_path):
     common = ["train.freeze_bn_stats=true", "data.mix_p=0.0", "train.max_steps=3", f"data.root={dataset}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(_free_port()),
            str(Path(h.__file__)), str(tmp_path / "two"), *common]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    run(dataset, tmp_path / "one", train__freeze_bn_stats=True, data__mix_p=0.0, train__max_steps=3)
-    one, two = h.losses(tmp_path / "one"), h.losses(tmp_path / "two")
-    assert one.keys() == two.keys() == {1, 2, 3}
-    for step in one:
-        assert two[step] == pytest.approx(one[step], rel=1e-5)
-    # the two ranks together saw exactly the single process's clips, step by step
+    two_ranks = h.losses(tmp_path / "two")
     ranks = [h.samples(tmp_path / "two", r) for r in (0, 1)]
+    run(dataset, tmp_path / "one", train__freeze_bn_stats=True, data__mix_p=0.0, train__max_steps=5)
+    one = h.losses(tmp_path / "one")
+    assert two_ranks.keys() == {1, 2, 3}
+    for step in two_ranks:
+        assert two_ranks[step] == pytest.approx(one[step], rel=1e-5)
+    # the two ranks together saw exactly the single process's clips, step by step
     merged = [sorted(a[2] + b[2]) for a, b in zip(*ranks)]
-    assert merged == [sorted(v) for v in _merge(h.samples(tmp_path / "one"), 2)]
+    assert merged == [sorted(v) for v in _merge(h.samples(tmp_path / "one"), 2)][:3]
+    # DCP reshards: the 2-rank checkpoint resumes on one process and continues as if never split
+    summary = run(dataset, tmp_path / "two", train__freeze_bn_stats=True, data__mix_p=0.0, train__max_steps=5)
+    assert summary["step"] == 5
+    resumed = h.losses(tmp_path / "two")
+    for step in (4, 5):
+        assert resumed[step] == pytest.approx(one[step], rel=1e-5)
     assert_states_close(h.trainable_state(tmp_path / "one"), h.trainable_state(tmp_path / "two"))
 
 
@@ -280,3 +288,31 @@ def test_exported_model_gives_the_checkpoint_logits(dataset, tmp_path):
 def test_total_batch_larger_than_an_epoch_is_refused(dataset, tmp_path):
     with pytest.raises(UserError, match="less than one optimizer step"):
         run(dataset, tmp_path / "x", train__total_batch=64)
+
+
+def test_cli_saves_on_sigusr2_and_resumes(dataset, tmp_path):
+    out = tmp_path / "cli"
+    values = h.overrides(dataset, train__max_steps=8)
+    sets = [f'{k}="{v}"' if isinstance(v, str) else f"{k}={str(v).lower() if isinstance(v, bool) else v}"
+            for k, v in values.items()]
+    cmd = [sys.executable, "-m", "ila_fast.cli", "train", "--config", "tiny", "--output", str(out)]
+    cmd += [a for s in sets for a in ("--set", s)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("epoch 0 step 2/"):
+            proc.send_signal(signal.SIGUSR2)
+    assert proc.wait(timeout=300) == 0, "".join(lines)[-3000:]
+    text = "".join(lines)
+    assert "SIGUSR2: saving at the next step" in text and "stopped on request after saving step" in text
+    import json
+
+    summary = json.loads((out / "summary.json").read_text())
+    stopped_at = summary["step"]
+    assert summary["status"] == "stopped_on_request" and 2 <= stopped_at < 8
+    assert latest_checkpoint(out).name == f"step_{stopped_at:08d}"
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert f"resumed from {latest_checkpoint(out).parent / f'step_{stopped_at:08d}'}" in again.stdout
+    assert json.loads((out / "summary.json").read_text())["step"] == 8

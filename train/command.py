@@ -46,7 +46,9 @@ def run(args) -> int:
         raise UserError(f"{args.config}: data.train_list is not set; set the [data] keys (or --set "
                         "data.train_list=...), or try it on synthetic videos with --synthetic DIR")
     resume = None if args.resume == "none" else args.resume
-    summary = Trainer(cfg, args.output, resume=resume, init=args.init).fit()
+    trainer = Trainer(cfg, args.output, resume=resume, init=args.init)
+    save_on_signals(trainer)
+    summary = trainer.fit()
     return 0 if summary["status"] in ("completed", "stopped_on_request") else 1
 
 
@@ -62,3 +64,18 @@ def synthetic_data(folder) -> dict:
         make_synthetic(root)
     return {"data.root": str(root), "data.train_list": str(root / "train.txt"),
             "data.val_list": str(root / "val.txt"), "data.labels": str(root / "labels.csv")}
+
+
+def save_on_signals(trainer) -> None:
+    """SIGTERM (torchrun / Slurm stopping the job) and SIGUSR2 (Slurm's --signal before a time limit or
+    preemption): save at the next step boundary, then return. A second SIGTERM/Ctrl-C stops at once."""
+    import signal
+
+    def request(signum, frame):
+        print(f"ila-fast train: {signal.Signals(signum).name}: saving at the next step, then stopping", flush=True)
+        trainer.request_save(stop=True)
+        if signum == signal.SIGTERM:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    for signum in (signal.SIGTERM, signal.SIGUSR2):
+        signal.signal(signum, request)

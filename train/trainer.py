@@ -166,7 +166,11 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict:
         owns_group = not dist.is_initialized()
-        env = distributed.setup_distributed(self.env, self.cfg.train.dist_timeout_s)
+        # Every rank must join within dist_timeout_s and run the same config and versions (else one
+        # line naming the ranks / hosts); collectives then time out after dist_step_timeout_s.
+        env = distributed.setup_distributed(self.env, self.cfg.train.dist_timeout_s,
+                                            identity={"config_hash": config_hash(self.cfg),
+                                                      "ila_fast": ila_fast.__version__})
         try:
             return self._fit(env)
         finally:
@@ -210,6 +214,7 @@ class Trainer:
     def _run(self, env: DistEnv, monitor: Monitor, counters) -> str:
         cfg, tc = self.cfg, self.cfg.train
         interval = {"steps": 0, "clips": 0, "wait": 0.0, "start": time.perf_counter()}
+        self._timeout_shortened = False
         last_save_time = time.monotonic()
         self.schedule.set(self.step)
         while self.step < self.stop_step:
@@ -222,6 +227,9 @@ class Trainer:
             batches = iter(self.train_loader)
             while self.step_in_epoch < self.steps_per_epoch and self.step < self.stop_step:
                 interval["wait"] += self._train_step(batches, counters)
+                if not self._timeout_shortened:  # compiles and first collectives are behind us
+                    distributed.shorten_timeout(tc.dist_step_timeout_s)
+                    self._timeout_shortened = True
                 self.step += 1
                 self.step_in_epoch += 1
                 interval["steps"] += 1
@@ -243,7 +251,7 @@ class Trainer:
                     last_save_time = time.monotonic()
                     interval["start"] = time.perf_counter()  # clips/s counts training, not saving
                     self._save_requested = False
-                    if stop:
+                    if stop and self.step < self.stop_step:  # at the last step the run is simply done
                         self._stop_requested = False
                         monitor.message(f"stopped on request after saving step {self.step} -> {self.last_checkpoint}")
                         return "stopped_on_request"
