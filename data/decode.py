@@ -138,7 +138,8 @@ class PyAVDecoder:
             sw, sh = max(2, round(info.width * f / 2) * 2), max(2, round(info.height * f / 2) * 2)
             fx, fy = sw / info.width, sh / info.height
             x0, y0 = int(box[0] * fx), int(box[1] * fy)
-            x1, y1 = min(sw, max(x0 + 1, round((box[0] + box[2]) * fx))), min(sh, max(y0 + 1, round((box[1] + box[3]) * fy)))
+            x1 = min(sw, max(x0 + 1, round((box[0] + box[2]) * fx)))
+            y1 = min(sh, max(y0 + 1, round((box[1] + box[3]) * fy)))
             size, cbox = (sw, sh), (x0, y0, x1 - x0, y1 - y0)
         else:
             size, cbox = (info.width, info.height), box
