@@ -10,9 +10,8 @@ def add_arguments(parser) -> None:
                         help="where the dataset, both runs, the table and the pictures go")
     parser.add_argument("--data", default=None, metavar="DIR",
                         help="an existing `make-synthetic` dataset (default: write one under --out)")
-    parser.add_argument("--size", choices=("full", "quick"), default="full",
-                        help="full: the demo (~5 min on 2 cores); quick: a smaller dataset and budget (tests)")
-    parser.add_argument("--epochs", type=positive_int, default=None, help="training epochs (default: per --size)")
+    parser.add_argument("--epochs", type=positive_int, default=None,
+                        help="training epochs of each model (default: train.epochs of the config)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the dataset and of training")
 
 
