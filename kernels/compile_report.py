@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import os
 
-# Compile, never interpret; and see every autotune config (not ILA_FAST_AUTOTUNE=0's one).
-os.environ["TRITON_INTERPRET"] = "0"
-os.environ["ILA_FAST_AUTOTUNE"] = "1"
+# Run as a program: compile, never interpret; and see every autotune config (not
+# ILA_FAST_AUTOTUNE=0's one). Imported (tests read SMEM_LIMIT / problems), it must leave the
+# importing process's interpreter setting alone.
+if __name__ == "__main__":
+    os.environ["TRITON_INTERPRET"] = "0"
+    os.environ["ILA_FAST_AUTOTUNE"] = "1"
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
