@@ -70,7 +70,7 @@ def parallelize(model: nn.Module, precision: str, compile: bool, activation_chec
     blocks = blocks_of(model)
     for i, block in enumerate(blocks):
         if compile:
-            block.compile()
+            block.compile(dynamic=False)  # static shapes: a few batch sizes recompile; no symbolic-shape surprises
         if activation_checkpointing:
             block = blocks[i] = checkpointed(block)
         fully_shard(block, **shard)
