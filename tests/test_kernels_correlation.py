@@ -96,15 +96,17 @@ def _check_error(name, got, base, want, dtype):
     scale = want.pow(2).mean().sqrt().item() + 1e-30
     err_kernel = (got.double() - want).pow(2).mean().sqrt().item() / scale
     err_ref = (base.double() - want).pow(2).mean().sqrt().item() / scale
-    # 4 ulps: weight gradients are reductions over B*(T-1)*G*G terms, which the split-K kernel and
-    # the reference sum in different orders (a full fp32 run saw 4.1 ulps on pw_bn_weight).
-    floor = 4 * EPS[dtype] + 1e-6 / scale
+    # 16 ulps: weight gradients are reductions over B*(T-1)*G*G terms (with BatchNorm's cancelling
+    # sums), which the split-K kernel and the reference add in different orders; fresh-clone runs
+    # saw 4.1 ulps (RMS) and 8.5 ulps (max) on pw_bn_weight, varying run to run. A wrong kernel is
+    # off by orders of magnitude more.
+    floor = 16 * EPS[dtype] + 1e-6 / scale
     assert err_kernel <= 2 * err_ref + floor, (
         f"{name}: kernel RMS error {err_kernel:.3g} > 2 x reference's {err_ref:.3g} + {floor:.3g}")
     if dtype == torch.float32:
         top_kernel = (got.double() - want).abs().max().item()
         top_ref = (base.double() - want).abs().max().item()
-        top_floor = 4 * EPS[dtype] * want.abs().max().item() + 1e-6
+        top_floor = 16 * EPS[dtype] * want.abs().max().item() + 1e-6
         assert top_kernel <= 2 * top_ref + top_floor, (
             f"{name}: kernel max error {top_kernel:.3g} > 2 x reference's {top_ref:.3g} + {top_floor:.3g}")
 
