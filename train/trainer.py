@@ -394,8 +394,7 @@ class Trainer:
         return {"status": status, "step": self.step, "epoch": self.epoch, "total_steps": self.total_steps,
                 "last_checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
                 "skipped_steps": float(counters["skipped"]),
-                "bad_videos": self.train_loader.bad_log.summary() if hasattr(self.train_loader.bad_log, "summary")
-                else None, "output": str(self.output)}
+                "bad_videos": self.train_loader.bad_log.summary(), "output": str(self.output)}
 
     @property
     def env_used(self) -> DistEnv:
@@ -418,8 +417,7 @@ def load_initial_weights(model, path: str | Path) -> None:
         else:
             converted, _ = convert_official(path, dataclasses.replace(model.cfg))
             state = converted.state_dict()
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith(("class_tokens", "text_features"))]
+    missing, unexpected = model.load_state_dict(state, strict=False)  # class text features are not state
     if missing or unexpected:
         raise UserError(f"--init {path}: weights do not fit this model: missing {missing[:6]}, "
                         f"unexpected {unexpected[:6]}")
