@@ -15,7 +15,9 @@ import torch.nn.functional as F
 
 pytest.importorskip("av")
 
-STEPS, BATCH, LR = 300, 32, 3e-3
+# 450 steps: over 4 datasets x 2 model seeds ILA scored 0.61-0.83 top-1 on 64 videos and
+# frame-only 0.09-0.22 (at 300 steps one ILA run of the 8 was still at 0.16).
+STEPS, BATCH, LR = 450, 32, 3e-3
 
 
 def decoded_clips(loader, epochs):
@@ -42,7 +44,7 @@ def train(model, videos, labels):
         loss.backward()
         optimizer.step()
         schedule.step()
-    return float(loss)
+    return loss.item()
 
 
 def test_ila_learns_motion_direction_that_frame_averaging_cannot(tmp_path):
@@ -55,7 +57,7 @@ def test_ila_learns_motion_direction_that_frame_averaging_cannot(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny ops: a second thread only spins
     try:
-        paths = make_synthetic(tmp_path, train_per_class=48, val_per_class=4, frames=16, size=(80, 64), seed=0)
+        paths = make_synthetic(tmp_path, train_per_class=48, val_per_class=8, frames=16, size=(80, 64), seed=0)
         cfg = load_config("demo", {"data.root": str(tmp_path), "data.train_list": str(paths["train"]),
                                    "data.val_list": str(paths["val"]), "data.labels": str(paths["labels"]),
                                    "data.num_workers": 0})
@@ -68,11 +70,11 @@ def test_ila_learns_motion_direction_that_frame_averaging_cannot(tmp_path):
             model = build_model(dataclasses.replace(m, ila=ila))
             train(model, videos, labels)
             result = evaluate(model, val, m.num_classes)
-            assert result.scored == result.listed == 32 and result.views == 6
+            assert result.scored == result.listed == 64 and result.views == 6
             top1[ila] = result.top1
     finally:
         torch.set_num_threads(threads)
-    chance = 1 / m.num_classes
-    # Frame-only sees each pair of classes (forwards / backwards) identically: at most 50 %.
-    assert top1[True] >= chance + 0.3, top1
-    assert top1[True] >= top1[False] + 0.25, top1
+    # Frame-only sees each pair of classes (forwards / backwards) identically: at most 50 % in
+    # expectation. ILA beats that ceiling, which only the frames' order can do, and the baseline.
+    assert top1[True] >= 0.55, top1
+    assert top1[True] >= top1[False] + 0.3, top1
