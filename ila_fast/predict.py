@@ -43,7 +43,7 @@ def load_for_inference(args):
     from ila_fast.config import Config, load_config, parse_overrides
     from ila_fast.data import read_labels
     from ila_fast.errors import UserError
-    from ila_fast.train.eval_command import load_model
+    from ila_fast.train.eval_command import load_model, require_names
 
     overrides = parse_overrides(args.overrides)
     cfg = load_config(args.config, overrides) if args.config else None
@@ -55,11 +55,8 @@ def load_for_inference(args):
     names = read_labels(labels) if labels else None
     model_cfg = cfg.model if args.config else None
     model, description = load_model(args.checkpoint, model_cfg, names)
-    if model.cfg.dataset == "k400" and names is None:
-        raise UserError("this model classifies by text (model.dataset = 'k400'): give --labels CSV with the class "
-                        "names it was trained with")
-    if names is not None and len(names) != model.cfg.num_classes:
-        raise UserError(f"{labels}: {len(names)} classes, the model has {model.cfg.num_classes}")
+    require_names(model, description)
+    names = model.class_names
     if args.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:

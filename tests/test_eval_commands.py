@@ -131,3 +131,35 @@ def test_show_alignment_writes_a_picture_of_the_expected_size(tmp_path, motion, 
     assert main(argv + ["--blocks", "0,1"]) == 0
     assert png_size(out) == (round(4 * CELL_INCHES * DPI), round((2 * CELL_INCHES + TITLE_INCHES) * DPI))
     assert main(argv + ["--blocks", "5"]) == 2  # a block that does not exist: one line, exit 2
+
+
+def test_converted_file_carries_its_class_names_to_predict(tmp_path, motion, official, capsys):
+    """convert --labels stores the names: predict needs no CSV, and a file without names shows ids."""
+    names = [line.split(",", 1)[1] for line in (motion / "labels.csv").read_text().splitlines()[1:]]
+    named, bare = tmp_path / "named.pth", tmp_path / "bare.pth"
+    assert main(["convert", str(official), str(named), "--labels", str(motion / "labels.csv")]) == 0
+    assert main(["convert", str(official), str(bare)]) == 0
+    assert "no class names stored" in capsys.readouterr().out
+    video = str(sorted((motion / "videos" / "val").glob("*.mp4"))[0])
+    tops = {}
+    for path in (named, bare):
+        assert main(["predict", video, "--checkpoint", str(path), "--clips", "1", "--crops", "1", "--json"]) == 0
+        tops[path] = json.loads(capsys.readouterr().out)["videos"][0]["top"]
+    assert [t["class"] for t in tops[named]] == [t["class"] for t in tops[bare]]
+    assert [t["name"] for t in tops[named]] == [names[t["class"]] for t in tops[named]]
+    assert [t["name"] for t in tops[bare]] == [str(t["class"]) for t in tops[bare]]
+    # a label CSV of the wrong size is refused by name, not silently mislabelled
+    short = tmp_path / "short.csv"
+    short.write_text("id,name\n0,a\n1,b\n")
+    assert main(["predict", video, "--checkpoint", str(named), "--labels", str(short)]) == 2
+    assert "2 class names given, the model has 8 classes" in capsys.readouterr().err
+
+
+def test_a_text_head_without_class_names_is_refused_before_scoring(tmp_path, motion, capsys):
+    state = random_official(official_layout(**SMALL, dataset="k400", channels=32, classes=CLASSES), seed=4)
+    source = tmp_path / "k400.pth"
+    torch.save({"model": state}, source)
+    assert main(["convert", str(source), str(tmp_path / "k400_ila.pth")]) == 0
+    video = str(sorted((motion / "videos" / "val").glob("*.mp4"))[0])
+    assert main(["predict", video, "--checkpoint", str(tmp_path / "k400_ila.pth")]) == 2
+    assert "stores no class names" in capsys.readouterr().err

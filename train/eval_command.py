@@ -45,7 +45,8 @@ def load_model(checkpoint, model_cfg, class_names: list[str] | None = None):
     Returns (model, description). A training checkpoint or ila-fast file brings its own model
     config; ``kernels`` and ``official_eval_bn`` come from ``model_cfg`` (they change how the
     model runs, not its weights). An official file must match ``model_cfg``'s shapes (None:
-    the shapes are read off the file).
+    the shapes are read off the file). ``class_names`` None: the names stored with the weights
+    (trainer checkpoints and ila-fast files carry them; official files do not).
     """
     import dataclasses
     import tomllib
@@ -71,6 +72,7 @@ def load_model(checkpoint, model_cfg, class_names: list[str] | None = None):
         state, meta = load_model_state(folder)
         saved = build_dataclass(Config, tomllib.loads((folder / "config.toml").read_text()),
                                 str(folder / "config.toml")).model
+        stored_names = meta.get("class_names")
         description = f"training checkpoint {folder} (step {meta.get('step')})"
     else:
         try:
@@ -79,12 +81,18 @@ def load_model(checkpoint, model_cfg, class_names: list[str] | None = None):
             raw = None
         if isinstance(raw, dict) and raw.get("format") == FORMAT:
             saved, state = ModelConfig(**raw["config"]), raw["model"]
+            stored_names = raw.get("class_names")
             description = f"ila-fast model file {path}"
         else:
             given = dataclasses.replace(model_cfg) if model_cfg is not None else None
             model, report = convert_official(path, given, class_names)
             return model, f"official ILA checkpoint {path} (converted: {report['mapped']} tensors)"
     cfg = dataclasses.replace(saved, **runtime)
+    if class_names is None:
+        class_names = stored_names  # names given (--labels, data.labels) win over the stored ones
+    if class_names is not None and len(class_names) != cfg.num_classes:
+        raise UserError(f"--checkpoint {path}: {len(class_names)} class names given, the model has "
+                        f"{cfg.num_classes} classes")
     model = build_model(cfg, class_names=class_names)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith(("class_tokens", "text_features"))]
@@ -95,17 +103,20 @@ def load_model(checkpoint, model_cfg, class_names: list[str] | None = None):
 
 
 def class_names_for(cfg) -> list[str] | None:
-    """Class names from model.class_names or data.labels; a text head cannot do without them."""
+    """Class names from model.class_names or data.labels (None: those stored with the weights)."""
     from ila_fast.data import read_labels
-    from ila_fast.errors import UserError
 
     source = cfg.model.class_names or cfg.data.labels
-    if source:
-        return read_labels(source)
-    if cfg.model.dataset == "k400":
-        raise UserError("model.dataset = 'k400' classifies by text: set data.labels (or model.class_names) "
-                        "to the label CSV (id,name) the model was trained with")
-    return None
+    return read_labels(source) if source else None
+
+
+def require_names(model, source: str) -> None:
+    """A text head cannot classify without its class names."""
+    from ila_fast.errors import UserError
+
+    if model.text_head and model.class_names is None:
+        raise UserError(f"{source} classifies by text (model.dataset = 'k400') and stores no class names: give "
+                        "the label CSV (id,name) it was trained with (data.labels, model.class_names or --labels)")
 
 
 def autocast_dtype(precision: str, device):
@@ -137,8 +148,9 @@ def run(args) -> int:
     env = setup_distributed(DistEnv.from_environ(), cfg.train.dist_timeout_s)
     try:
         device = env.device()
-        names = class_names_for(cfg)
-        model, description = load_model(args.checkpoint, cfg.model, names)
+        model, description = load_model(args.checkpoint, cfg.model, class_names_for(cfg))
+        require_names(model, description)
+        names = model.class_names
         model.to(device)
         m = model.cfg
         if m.num_classes != cfg.model.num_classes or m.frames != cfg.model.frames:

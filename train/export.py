@@ -49,7 +49,7 @@ def export_model(checkpoint, output) -> "tuple":
     path = resolve_checkpoint(checkpoint)
     state, meta = load_model_state(path)
     cfg = build_dataclass(Config, tomllib.loads((path / "config.toml").read_text()), str(path / "config.toml"))
-    model = build_model(cfg.model)
+    model = build_model(cfg.model, class_names=meta.get("class_names"))  # older checkpoints: None
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         from ila_fast.errors import UserError

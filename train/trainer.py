@@ -105,10 +105,13 @@ class Trainer:
 
         # The same seed on every rank: FSDP shards identical initial weights.
         torch.manual_seed(tc.seed)
-        names = None
-        if cfg.model.dataset == "k400" and (cfg.model.class_names or cfg.data.labels):
-            names = read_labels(cfg.model.class_names or cfg.data.labels)
+        # The class names go into every checkpoint (and exported file): predict / eval need no CSV.
+        labels = cfg.model.class_names or cfg.data.labels
+        names = read_labels(labels) if labels else None
+        if names is not None and len(names) != cfg.model.num_classes:
+            raise UserError(f"{labels}: {len(names)} classes, model.num_classes is {cfg.model.num_classes}")
         model = build_model(cfg.model, class_names=names)
+        self.class_names = names
         if self.init:
             load_initial_weights(model, self.init)
         for m in model.modules():
@@ -386,7 +389,7 @@ class Trainer:
                 "config_hash": config_hash(self.cfg), "time": time.time(),
                 "loader": {"epoch": self.epoch, "step": self.step_in_epoch * self.accumulation},
                 "loss_scale": float(self.loss_scale) if self.loss_scale is not None else None,
-                "loss_scale_clean_steps": int(self.scale_clean)}
+                "loss_scale_clean_steps": int(self.scale_clean), "class_names": self.class_names}
         self.last_checkpoint = checkpoint.save(self.output, self.step, self.model, self.optimizer, meta,
                                                to_toml(self.cfg), self.cfg.train.keep_last)
 

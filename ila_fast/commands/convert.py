@@ -10,6 +10,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("output", help="where to write ila-fast's model file")
     add_config_argument(parser, required=False,
                         help_text="config (bundled name or TOML file) to check the checkpoint against")
+    parser.add_argument("--labels", type=existing_file, metavar="CSV",
+                        help="label CSV (id,name) whose names the file stores, so that predict / eval need none "
+                             "(official files carry no names; a Kinetics text head cannot classify without them)")
     add_force_argument(parser)
 
 
@@ -19,11 +22,15 @@ def run(args) -> int:
     from ila_fast.model import count_parameters
     from ila_fast.model.convert import convert_official, save_checkpoint
 
+    from ila_fast.data import read_labels
+
     config = load_config(args.config).model if args.config else None
-    model, report = convert_official(args.source, config)  # WeightsError: one line, exit 2
+    names = read_labels(args.labels) if args.labels else None
+    model, report = convert_official(args.source, config, names)  # WeightsError: one line, exit 2
     save_checkpoint(model, output)
     cfg = report["config"]
     total, trainable = count_parameters(model)
     print(f"converted {args.source} -> {output}: {report['mapped']} tensors, {cfg.arch} {cfg.dataset} "
-          f"{cfg.frames}x{cfg.input_size}, {total:,} parameters ({trainable:,} trainable)")
+          f"{cfg.frames}x{cfg.input_size}, {total:,} parameters ({trainable:,} trainable), "
+          + (f"{len(names)} class names from {args.labels}" if names else "no class names stored (--labels CSV)"))
     return 0

@@ -192,10 +192,12 @@ def load_official(path: str | Path, config: ModelConfig | None = None,
 
 
 def save_checkpoint(model: ILAModel, path: str | Path) -> None:
-    """ila-fast's own model file: the state dict and the config it was built from."""
+    """ila-fast's own model file: the state dict, the config it was built from and the model's
+    class names (None when it has none), so that predict / eval need no label file."""
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"format": FORMAT, "config": dataclasses.asdict(model.cfg), "model": model.state_dict()}, tmp)
+    torch.save({"format": FORMAT, "config": dataclasses.asdict(model.cfg), "model": model.state_dict(),
+                "class_names": model.class_names}, tmp)
     tmp.replace(path)  # never leave a half-written file under the final name
 
 
@@ -209,6 +211,6 @@ def load_checkpoint(path: str | Path) -> ILAModel:
         raise WeightsError(f"{path}: cannot read as an ila-fast model file: {type(e).__name__}: {e}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise WeightsError(f"{path}: not an ila-fast model file (format {FORMAT})")
-    model = ILAModel(ModelConfig(**data["config"]))
+    model = ILAModel(ModelConfig(**data["config"]), data.get("class_names"))
     model.load_state_dict(data["model"])
     return model

@@ -102,13 +102,15 @@ class ILAModel(nn.Module):
             self._features_version = -1   # the version the cached features were computed at
             self._features_dtype = torch.float32
             self._warned_placeholder = False
-            if class_names is not None:
-                self.set_class_names(class_names)
         else:
             self.classifier = nn.Sequential(nn.LayerNorm(e), nn.Dropout(cfg.ssv2_dropout),
                                             nn.Linear(e, cfg.num_classes))
             nn.init.trunc_normal_(self.classifier[2].weight, std=0.02)
             nn.init.zeros_(self.classifier[2].bias)
+            # Names only label the classifier's outputs here; model files carry them along.
+            self.class_names: list[str] | None = None
+        if class_names is not None:
+            self.set_class_names(class_names)
         self.freeze()
 
     # ------------------------------------------------------------ text (Kinetics head)
@@ -147,6 +149,9 @@ class ILAModel(nn.Module):
             if len(names) != self.cfg.num_classes:
                 raise ConfigError(f"got {len(names)} class names for a model with model.num_classes = "
                                   f"{self.cfg.num_classes}")
+        if not self.text_head:
+            self.class_names = names
+            return
         if names == self.class_names and self._tokens_ready:
             return
         self.class_names = names
