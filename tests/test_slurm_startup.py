@@ -67,11 +67,24 @@ def _pickle_helpers_by_value():
     cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
 
 
+def results_within(job, limit_s: float = 300):
+    """job.results(), or a failure naming the job's state after limit_s: never a wait without end
+    (submitit waits forever when the cluster's accounting database is gone)."""
+    deadline = time.monotonic() + limit_s
+    while not job.done():
+        if time.monotonic() > deadline:
+            state = job.state
+            job.cancel(check=False)
+            pytest.fail(f"job {job.job_id} did not end within {limit_s:.0f} s (state {state})")
+        time.sleep(1)
+    return job.results()
+
+
 def test_rank_that_never_joins_is_named_within_the_timeout(slurm, tmp_path):
     jobs = [executor(tmp_path / "a").submit(join_or_report, 1, 6.0),    # rank 1 missing
             executor(tmp_path / "b").submit(join_or_report, -1, 20.0),  # all join
             executor(tmp_path / "c").submit(join_or_report, -1, 20.0, "hash")]  # configs differ
-    missing, joined, differ = (job.results() for job in jobs)
+    missing, joined, differ = (results_within(job) for job in jobs)
     message, waited = missing[0]
     host = subprocess.run(["hostname", "-s"], check=False, capture_output=True, text=True).stdout.strip()
     assert missing[1] == "exited before joining"

@@ -51,7 +51,7 @@ def submit(config: Path, output: Path, *options: str) -> list[str]:
 
 def _sacct_states(job: str, *flags: str) -> list[str]:
     out = subprocess.run(["sacct", "-j", job, *flags, "-X", "-n", "-P", "-o", "State"], check=False,
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, timeout=60)
     return [s.split()[0] for s in out.stdout.split() if s.strip()]
 
 
