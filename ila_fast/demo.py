@@ -18,7 +18,7 @@ import shutil
 import time
 from pathlib import Path
 
-# The dataset; the model and recipe (400 steps of 32 clips: 25 epochs of 16 steps) are configs/demo.toml.
+# The dataset; the model and recipe (640 steps of 32 clips: 40 epochs of 16 steps) are configs/demo.toml.
 DATASET = dict(train_per_class=64, val_per_class=8, frames=16, size=(80, 64))
 RUNS = (("ILA", "ila", True), ("frame-only", "frame_only", False))
 
