@@ -54,7 +54,7 @@ def load_for_inference(args):
     labels = args.labels or cfg.model.class_names or cfg.data.labels
     names = read_labels(labels) if labels else None
     model_cfg = cfg.model if args.config else None
-    model, description = load_model(args.checkpoint, model_cfg, names)
+    model, description = load_model(args.checkpoint, model_cfg, names, labels)
     require_names(model, description)
     names = model.class_names
     if args.device == "auto":

@@ -152,7 +152,11 @@ def test_converted_file_carries_its_class_names_to_predict(tmp_path, motion, off
     short = tmp_path / "short.csv"
     short.write_text("id,name\n0,a\n1,b\n")
     assert main(["predict", video, "--checkpoint", str(named), "--labels", str(short)]) == 2
-    assert "2 class names given, the model has 8 classes" in capsys.readouterr().err
+    assert f"{short}: 2 classes, the model in {named} has 8" in capsys.readouterr().err
+    for argv in (["predict", video, "--checkpoint", str(official)], ["convert", str(official), str(tmp_path / "x.pth")]):
+        assert main(argv + ["--labels", str(short)]) == 2
+        assert f"{short}: 2 classes, the model in {official} has 8" in capsys.readouterr().err
+    assert not (tmp_path / "x.pth").exists()
 
 
 def test_a_text_head_without_class_names_is_refused_before_scoring(tmp_path, motion, capsys):

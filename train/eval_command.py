@@ -39,14 +39,15 @@ def default_output(checkpoint) -> "Path":  # noqa: F821 - Path imported lazily
     return path.parent / f"eval_{name}"
 
 
-def load_model(checkpoint, model_cfg, class_names: list[str] | None = None):
+def load_model(checkpoint, model_cfg, class_names: list[str] | None = None, names_from: str | None = None):
     """An ILAModel from any checkpoint ila-fast knows, with ``model_cfg``'s run-time switches.
 
     Returns (model, description). A training checkpoint or ila-fast file brings its own model
     config; ``kernels`` and ``official_eval_bn`` come from ``model_cfg`` (they change how the
     model runs, not its weights). An official file must match ``model_cfg``'s shapes (None:
     the shapes are read off the file). ``class_names`` None: the names stored with the weights
-    (trainer checkpoints and ila-fast files carry them; official files do not).
+    (trainer checkpoints and ila-fast files carry them; official files do not). ``names_from``
+    names their source (a label CSV) in the refusal of a list of the wrong size.
     """
     import dataclasses
     import tomllib
@@ -85,14 +86,14 @@ def load_model(checkpoint, model_cfg, class_names: list[str] | None = None):
             description = f"ila-fast model file {path}"
         else:
             given = dataclasses.replace(model_cfg) if model_cfg is not None else None
-            model, report = convert_official(path, given, class_names)
+            model, report = convert_official(path, given)
+            check_names(class_names, model.cfg.num_classes, path, names_from)
+            model.set_class_names(class_names)
             return model, f"official ILA checkpoint {path} (converted: {report['mapped']} tensors)"
     cfg = dataclasses.replace(saved, **runtime)
+    check_names(class_names, cfg.num_classes, path, names_from)
     if class_names is None:
         class_names = stored_names  # names given (--labels, data.labels) win over the stored ones
-    if class_names is not None and len(class_names) != cfg.num_classes:
-        raise UserError(f"--checkpoint {path}: {len(class_names)} class names given, the model has "
-                        f"{cfg.num_classes} classes")
     model = build_model(cfg, class_names=class_names)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith(("class_tokens", "text_features"))]
@@ -100,6 +101,14 @@ def load_model(checkpoint, model_cfg, class_names: list[str] | None = None):
         raise UserError(f"--checkpoint {path}: weights do not fit the model they were saved with: "
                         f"missing {missing[:6]}, unexpected {unexpected[:6]}")
     return model, description
+
+
+def check_names(names, num_classes: int, checkpoint, names_from: str | None) -> None:
+    from ila_fast.errors import UserError
+
+    if names is not None and len(names) != num_classes:
+        raise UserError(f"{names_from or 'the class names given'}: {len(names)} classes, the model in {checkpoint} "
+                        f"has {num_classes}")
 
 
 def class_names_for(cfg) -> list[str] | None:
@@ -148,7 +157,8 @@ def run(args) -> int:
     env = setup_distributed(DistEnv.from_environ(), cfg.train.dist_timeout_s)
     try:
         device = env.device()
-        model, description = load_model(args.checkpoint, cfg.model, class_names_for(cfg))
+        model, description = load_model(args.checkpoint, cfg.model, class_names_for(cfg),
+                                        cfg.model.class_names or cfg.data.labels)
         require_names(model, description)
         names = model.class_names
         model.to(device)

@@ -26,7 +26,12 @@ def run(args) -> int:
 
     config = load_config(args.config).model if args.config else None
     names = read_labels(args.labels) if args.labels else None
-    model, report = convert_official(args.source, config, names)  # WeightsError: one line, exit 2
+    model, report = convert_official(args.source, config)  # WeightsError: one line, exit 2
+    if names is not None:
+        from ila_fast.train.eval_command import check_names
+
+        check_names(names, model.cfg.num_classes, args.source, args.labels)
+        model.set_class_names(names)
     save_checkpoint(model, output)
     cfg = report["config"]
     total, trainable = count_parameters(model)
