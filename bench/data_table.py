@@ -7,6 +7,10 @@ thread each, and reports clips/s and the peak RSS of its workers (VmHWM):
 * **official-style**: decord ``VideoReader.get_batch`` then cv2 resizes (short side, crop, input
   size) and numpy colour / normalisation, as the official ILA pipeline does (its colour jitter is
   replaced by our single affine map, which is cheaper, so the ratio is if anything conservative);
+* **official as released**: what the released training pipeline does per clip: the file read into
+  memory, one decord access per sampled frame (``reader[i]``), the same cv2 resizes, and torchvision's
+  ``ColorJitter(0.4, 0.4, 0.2, 0.1)`` / ``Grayscale`` on PIL images frame by frame (new jitter
+  parameters for every frame, as there), where the plan jitters / greys the clip;
 * **cpu**: the CPU backend (PyAV: seek to the key frame before each frame, skip unneeded
   non-reference frames, crop before colour conversion), ratio against the official-style row at
   the same worker count;
@@ -19,7 +23,9 @@ decord and OpenCV are benchmark-only dependencies: without them the baseline row
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import io
 import json
 import os
 import platform
@@ -62,10 +68,12 @@ def official_style_missing() -> str:
 
 
 class _OfficialStyleClips(torch.utils.data.Dataset):
-    """decord get_batch + cv2 resize / crop / resize + numpy colour and normalisation, per clip."""
+    """decord get_batch + cv2 resize / crop / resize + numpy colour and normalisation, per clip
+    (``released``: decord per frame from the file in memory and torchvision colour on PIL frames)."""
 
-    def __init__(self, plan, paths, input_size):
-        self.plan, self.paths, self.input_size = plan, paths, input_size
+    def __init__(self, plan, paths, input_size, released: bool = False):
+        self.plan, self.paths, self.input_size, self.released = plan, paths, input_size, released
+        self._jitter = None
 
     def __len__(self):
         return len(self.plan)
@@ -79,8 +87,14 @@ class _OfficialStyleClips(torch.utils.data.Dataset):
 
         cv2.setNumThreads(1)
         spec = self.plan.clip(0, position)
-        reader = decord.VideoReader(self.paths[spec.video], num_threads=1)
-        frames = reader.get_batch(list(spec.frames)).asnumpy()  # (T, H, W, 3) uint8 RGB
+        if self.released:
+            with open(self.paths[spec.video], "rb") as f:
+                reader = decord.VideoReader(io.BytesIO(f.read()), num_threads=1)
+            decoded = {i: reader[i].asnumpy() for i in sorted(set(spec.frames))}
+            frames = np.stack([decoded[i] for i in spec.frames])
+        else:
+            reader = decord.VideoReader(self.paths[spec.video], num_threads=1)
+            frames = reader.get_batch(list(spec.frames)).asnumpy()  # (T, H, W, 3) uint8 RGB
         h, w = frames.shape[1:3]
         size = self.input_size
         f = round(self.plan.s.resize_ratio * size) / min(w, h)
@@ -89,12 +103,36 @@ class _OfficialStyleClips(torch.utils.data.Dataset):
         for frame in frames:  # short side to 256, the multi-scale crop, then to 224 (cv2 bilinear)
             frame = cv2.resize(frame, (int(w * f + 0.5), int(h * f + 0.5)), interpolation=cv2.INTER_LINEAR)
             out.append(cv2.resize(frame[y:y + ch, x:x + cw], (size, size), interpolation=cv2.INTER_LINEAR))
-        clip = np.stack(out).astype(np.float32)
-        m, t = color_affine(spec.augment)
-        clip = np.clip(clip @ m.T + t, 0, 255)
+        if self.released:
+            clip = self._released_colour(out, spec.augment).astype(np.float32)
+        else:
+            clip = np.stack(out).astype(np.float32)
+            m, t = color_affine(spec.augment)
+            clip = np.clip(clip @ m.T + t, 0, 255)
         clip = (clip - np.asarray(PIXEL_MEAN, np.float32)) / np.asarray(PIXEL_STD, np.float32)
         clip = torch.from_numpy(np.ascontiguousarray(clip.transpose(0, 3, 1, 2)))
         return rotate_and_erase(clip, spec).contiguous(), spec.label
+
+
+    def _released_colour(self, frames, aug) -> np.ndarray:
+        from PIL import Image
+
+        from ila_fast.compat import guard_torchvision
+        from ila_fast.data.augment import is_identity_color
+
+        guard_torchvision()
+        import torchvision
+
+        if self._jitter is None:
+            self._jitter = (torchvision.transforms.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1),
+                            torchvision.transforms.Grayscale(num_output_channels=3))
+        jitter, grey = self._jitter
+        colour = not is_identity_color(dataclasses.replace(aug, grayscale=False))
+        if colour:
+            frames = [np.asarray(jitter(Image.fromarray(f))) for f in frames]
+        if aug.grayscale:
+            frames = [np.asarray(grey(Image.fromarray(f))) for f in frames]
+        return np.stack(frames)
 
 
 def _worker_stats(iterator) -> tuple[float | None, float]:
@@ -228,8 +266,15 @@ def _measure(args) -> list[dict]:
                 official = _rate(iter(loader), args.clips)
                 rows.append(dict(backend="official-style (decord + cv2)", decoder="decord", variant="baseline",
                                  codec="h264", gop=gop, workers=nw, device="cpu", **official))
+                loader = torch.utils.data.DataLoader(_OfficialStyleClips(plan, paths, args.input_size, released=True),
+                                                     batch_size=args.batch_size, num_workers=nw,
+                                                     prefetch_factor=4 if nw else None)
+                released = _rate(iter(loader), args.clips)
+                rows.append(dict(backend="official as released (decord per frame + PIL colour)", decoder="decord",
+                                 variant="baseline", codec="h264", gop=gop, workers=nw, device="cpu", **released))
             row = cpu_row(plan, paths, ds, nw, "default", gop)
             row["vs_official"] = row["clips_per_cpu_s"] / official["clips_per_cpu_s"] if official else None
+            row["vs_released"] = row["clips_per_cpu_s"] / released["clips_per_cpu_s"] if official else None
             rows.append(row)
             default = row["clips_per_cpu_s"]
             if gi == 0 and nw == max(1, min(x for x in workers if x > 0) if any(workers) else 0):
@@ -283,7 +328,9 @@ def format_table(rows: list[dict], args) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ratio = r.get("vs_official") if r.get("vs_official") is not None else r.get("vs_cpu_default")
-        kind = " vs official" if r.get("vs_official") is not None else " vs cpu default" if ratio else ""
+        kind = " vs official-style" if r.get("vs_official") is not None else " vs cpu default" if ratio else ""
+        if r.get("vs_released") is not None:
+            kind += f", {r['vs_released']:.2f}x vs as released"
         ok = r["clips_per_s"] == r["clips_per_s"]
         rate = f"{r['clips_per_s']:.1f}" if ok else f"skipped: {r.get('skipped')}"
         per_cpu = f"{r['clips_per_cpu_s']:.1f}" if r.get("clips_per_cpu_s") == r.get("clips_per_cpu_s") else "-"
