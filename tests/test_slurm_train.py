@@ -114,11 +114,11 @@ def queued(slurm, tmp_path_factory):  # noqa: F811 - the imported fixture
     local = subprocess.run([*CLI, "submit", "--config", str(cfg), "--output", str(base / "local"), "--local"],
                            check=False, capture_output=True, text=True, timeout=600)
     assert local.returncode == 0, local.stdout + local.stderr
-    # ~150 s of training at the measured speed: more than one 2-minute round holds (Slurm signals
-    # 60-90 s in, as it signals up to 30 s before signal_delay_s) even if the job runs 1.5x faster
-    # than the --local run measured (a busy moment during it). No low cap: with one of 300 steps,
-    # a fresh-clone run finished inside its first round.
-    steps = max(12, min(5000, round(150 / step_seconds(base / "local"))))
+    # ~200 s of training at the measured speed: more than one 2-minute round holds (Slurm signals
+    # 60-90 s in, as it signals up to 30 s before signal_delay_s) even if the job runs 2x faster
+    # than the --local run measured (its mean step counts 2 checkpoint saves; one job ran 1.4x
+    # faster). No low cap: with one of 300 steps, a fresh-clone run finished inside its first round.
+    steps = max(12, min(5000, round(200 / step_seconds(base / "local"))))
     long = write_config(base / "cfg_long", root, train__epochs=steps // 4 + 1, train__max_steps=steps,
                         train__checkpoint_every_steps=0)
     jobs = {"timelimit": submit(long, base / "timelimit", "--time", "2", "--set", "slurm.signal_delay_s=30",
