@@ -113,7 +113,6 @@ class _OfficialStyleClips(torch.utils.data.Dataset):
         clip = torch.from_numpy(np.ascontiguousarray(clip.transpose(0, 3, 1, 2)))
         return rotate_and_erase(clip, spec).contiguous(), spec.label
 
-
     def _released_colour(self, frames, aug) -> np.ndarray:
         from PIL import Image
 
