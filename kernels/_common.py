@@ -1,5 +1,5 @@
 """Helpers shared by the two correlation fronts, ``correlation.py`` (Kinetics) and
-``dense_correlation.py`` (SSv2): the pair-pixel index map used inside their kernels, the
+``dense_correlation.py`` (SSv2): the pair- and frame-pixel index maps used inside their kernels, the
 input geometry check, the accumulator and dot types and the autocast input cast."""
 from __future__ import annotations
 
@@ -18,6 +18,24 @@ def _pair_pixels(m, T, G, Q):
     b = n // (T - 1)
     t = n % (T - 1)
     return b * T + t, q // G, q % G
+
+
+@triton.jit
+def _frame_pixels(m, T, G, Q):
+    """Flattened frame pixel m = f * Q + q -> (f as int64, q, b, t, i, j): the dZ kernels' rows."""
+    f = (m // Q).to(tl.int64)
+    q = m % Q
+    return f, q, f // T, f % T, q // G, q % G
+
+
+@triton.jit
+def _pair_source(b, t, i, j, half, tap, T, G):
+    """Where frame pixel (t, i, j) meets ``tap`` of its pair as channel block ``half`` (0: the pair
+    starting at t, 1: the pair ending at t): (pair n, source row si, source column sj, in range)."""
+    has_pair = tl.where(half == 0, t < T - 1, t > 0)
+    si = i - (tap // 3 - 1)
+    sj = j - (tap % 3 - 1)
+    return b * (T - 1) + t - half, si, sj, has_pair & (si >= 0) & (si < G) & (sj >= 0) & (sj < G)
 
 
 def _geometry(z: torch.Tensor):

@@ -57,7 +57,7 @@ import triton  # noqa: E402
 import triton.language as tl
 
 from . import reference
-from ._common import _acc_types, _autocast_input, _geometry, _pair_pixels
+from ._common import _acc_types, _autocast_input, _frame_pixels, _geometry, _pair_pixels, _pair_source
 from .alignment import INTERPRET, autotune, autotune_configs, empty_output, store_cast, use_reference
 
 
@@ -295,12 +295,7 @@ def _corr_dz_kernel(z_ptr, du_ptr, w_ptr, dz_ptr, part_ptr, T, L, D, G, Q, MF, K
     for mt in range(s, tl.cdiv(MF, BLOCK_M), tl.num_programs(0)):
         m = mt * BLOCK_M + tl.arange(0, BLOCK_M)
         mmask = m < MF
-        f = (m // Q).to(tl.int64)
-        q = m % Q
-        b = f // T
-        t = f % T
-        i = q // G
-        j = q % G
+        f, q, b, t, i, j = _frame_pixels(m, T, G, Q)
         offs = ((f * L + 1 + q) * D)[:, None] + d[None, :]
         x = tl.load(z_ptr + offs, mask=mmask[:, None] & dmask[None, :], other=0.0).to(ACC)
         dz = tl.zeros((BLOCK_M, BLOCK_D), dtype=ACC)
@@ -308,12 +303,9 @@ def _corr_dz_kernel(z_ptr, du_ptr, w_ptr, dz_ptr, part_ptr, T, L, D, G, Q, MF, K
         for k in range(18):
             half = k // 9
             tap = k % 9
-            has_pair = tl.where(half == 0, t < T - 1, t > 0)
-            n = b * (T - 1) + t - half
+            n, si, sj, inside = _pair_source(b, t, i, j, half, tap, T, G)
             c = half * D + d
-            si = i - (tap // 3 - 1)
-            sj = j - (tap % 3 - 1)
-            valid = mmask & has_pair & (si >= 0) & (si < G) & (sj >= 0) & (sj < G)
+            valid = mmask & inside
             du = tl.load(du_ptr + ((n * Q + si * G + sj) * K2)[:, None] + c[None, :],
                          mask=valid[:, None] & dmask[None, :], other=0.0).to(ACC)
             w = tl.load(w_ptr + c * 9 + tap, mask=dmask, other=0.0).to(ACC)

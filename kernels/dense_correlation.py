@@ -23,7 +23,7 @@ import triton  # noqa: E402
 import triton.language as tl
 
 from . import reference
-from ._common import _acc_types, _autocast_input, _geometry, _pair_pixels
+from ._common import _acc_types, _autocast_input, _frame_pixels, _geometry, _pair_pixels, _pair_source
 from .alignment import INTERPRET, autotune, autotune_configs, empty_output, store_cast, use_reference
 
 
@@ -104,12 +104,7 @@ def _dense_dx_kernel(gy_ptr, w_ptr, dz_ptr, T, L, D, G, Q, MF, K2, C,
     mmask = m < MF
     d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     dmask = d < D
-    f = (m // Q).to(tl.int64)
-    q = m % Q
-    b = f // T
-    t = f % T
-    i = q // G
-    j = q % G
+    f, q, b, t, i, j = _frame_pixels(m, T, G, Q)
     acc = tl.zeros((BLOCK_M, BLOCK_D), dtype=ACC)
     # One pipelined loop over (half, tap, output-channel block).
     no = tl.cdiv(C, BLOCK_O)
@@ -118,12 +113,9 @@ def _dense_dx_kernel(gy_ptr, w_ptr, dz_ptr, T, L, D, G, Q, MF, K2, C,
         tap = (it // no) % 9
         o = (it % no) * BLOCK_O + tl.arange(0, BLOCK_O)
         omask = o < C
-        has_pair = tl.where(half == 0, t < T - 1, t > 0)
-        n = b * (T - 1) + t - half
+        n, si, sj, inside = _pair_source(b, t, i, j, half, tap, T, G)
         c = half * D + d
-        si = i - (tap // 3 - 1)
-        sj = j - (tap % 3 - 1)
-        valid = mmask & has_pair & (si >= 0) & (si < G) & (sj >= 0) & (sj < G)
+        valid = mmask & inside
         rows = (n * Q + si * G + sj) * C  # dy channels-last: contiguous along o
         dy = tl.load(gy_ptr + rows[:, None] + o[None, :], mask=valid[:, None] & omask[None, :], other=0.0)
         w = tl.load(w_ptr + (tap * K2 + c[None, :]).to(tl.int64) * C + o[:, None],
