@@ -2,10 +2,9 @@
 a thumbnail stream first, a header that under-counts, a resolution change, missing timestamps. Each video paints its frame
 numbers, so a clip shows which frames it really holds: exact frames, or a skip with the named reason."""
 import pytest
-import torch
 from ila_fast.data.loader import build_loader
 from ila_fast.data.probe import probe_video
-from video_fixtures import S, T, corpus_videos, fixture_videos, read_indices_clip, write_list
+from video_fixtures import S, T, corpus_videos, exact_corpus_clips, fixture_videos, write_list
 
 from ila_fast.config import DataConfig
 
@@ -59,12 +58,7 @@ def test_cpu_backend_returns_exactly_the_planned_frames(mode, decoder):
     corpus = corpus_videos()
     names = list(corpus) * (2 if mode == "train" else 1)  # training: random frames in every segment
     loader = _loader("cpu", names, mode, cpu_decoder=decoder)
-    seen = set()
-    for batch in loader:
-        for clip, spec in zip(batch.video, batch.specs):
-            name = names[spec.video]
-            assert read_indices_clip(clip) == [corpus[name][1] + i for i in spec.frames], (name, spec.frames)
-            seen.add(name)
+    seen = exact_corpus_clips(loader, names, corpus)
     assert not loader.bad_log.bad, loader.bad_log.summary()
     assert seen == set(names)
 
@@ -74,14 +68,7 @@ def test_dali_decodes_what_it_can_and_skips_the_rest_with_the_reason():
     corpus = corpus_videos()
     names = list(corpus)
     loader = _loader("dali", names, dali_fallback="skip")
-    seen = set()
-    for batch in loader:
-        assert torch.isfinite(batch.video).all()
-        for clip, spec in zip(batch.video, batch.specs):
-            name = names[spec.video]
-            assert read_indices_clip(clip) == [corpus[name][1] + i for i in spec.frames], name
-            seen.add(name)
-    assert seen == DALI_CPU_DECODES
+    assert exact_corpus_clips(loader, names, corpus) == DALI_CPU_DECODES
     bad = {names[v]: e for v, e in loader.bad_log.bad.items()}
     assert set(bad) == set(names) - DALI_CPU_DECODES
     for name, event in bad.items():
@@ -101,10 +88,4 @@ def test_dali_backend_routes_what_dali_gets_wrong_to_the_cpu_decoder(pipelines):
     names = list(corpus)
     loader = _loader("dali", names, dali_pipelines=pipelines)  # data.dali_fallback = "cpu", the default
     assert loader.backend.cpu_videos == {i for i, n in enumerate(names) if n not in DALI_CPU_DECODES}
-    seen = set()
-    for batch in loader:
-        for clip, spec in zip(batch.video, batch.specs):
-            name = names[spec.video]
-            assert read_indices_clip(clip) == [corpus[name][1] + i for i in spec.frames], name
-            seen.add(name)
-    assert seen == set(names) and not loader.bad_log.bad
+    assert exact_corpus_clips(loader, names, corpus) == set(names) and not loader.bad_log.bad

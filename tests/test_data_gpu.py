@@ -63,7 +63,7 @@ def test_gpu_bad_videos_complete_the_epoch():
 def test_gpu_corpus_frames_are_exact_or_routed(fallback):
     """Every container / stream class: NVDEC's frames are the planned ones, or the video goes to PyAV (cpu)
     or is skipped as unsupported_by_backend (skip); never a wrong clip."""
-    from video_fixtures import corpus_videos
+    from video_fixtures import corpus_videos, exact_corpus_clips
 
     corpus = corpus_videos()
     names = list(corpus)
@@ -74,12 +74,7 @@ def test_gpu_corpus_frames_are_exact_or_routed(fallback):
                      test_clips=3, test_crops=1, crop_scales=[1.0], **NO_PHOTOMETRIC)
     loader = build_loader(cfg, "train", frames=T, input_size=S, num_classes=2, backend="dali", mode="test",
                           device="cuda")
-    seen = set()
-    for batch in loader:
-        for clip, spec in zip(batch.video, batch.specs):
-            name = names[spec.video]
-            assert read_indices_clip(clip) == [corpus[name][1] + i for i in spec.frames], name
-            seen.add(name)
+    seen = exact_corpus_clips(loader, names, corpus)
     bad = {names[v]: e.reason for v, e in loader.bad_log.bad.items()}
     assert set(bad.values()) <= {"unsupported_by_backend"}
     assert seen | set(bad) == set(names) and (fallback == "skip" or not bad)

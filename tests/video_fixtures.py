@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
 from ila_fast.data.synthetic import render_motion, write_video
 
 from ila_fast.config import PIXEL_MEAN, PIXEL_STD
@@ -49,6 +50,20 @@ def read_indices_clip(clip) -> list[int]:
         rows = [f[:, int((b + 0.5) * band), :].mean() for b in range(BITS)]
         out.append(sum(int(r > 128) << b for b, r in enumerate(rows)))
     return out
+
+
+def exact_corpus_clips(loader, names: list[str], corpus: dict) -> set[str]:
+    """Run the loader over the corpus list ``names``: every clip must be finite and hold exactly the
+    frames its spec asked for (painted numbers start at the video's first index). Returns the
+    names of the videos that gave clips."""
+    seen = set()
+    for batch in loader:
+        assert torch.isfinite(batch.video).all()
+        for clip, spec in zip(batch.video, batch.specs):
+            name = names[spec.video]
+            assert read_indices_clip(clip) == [corpus[name][1] + i for i in spec.frames], (name, spec.frames)
+            seen.add(name)
+    return seen
 
 
 def _truncate(src: Path, dst: Path, fraction: float) -> Path:
