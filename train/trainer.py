@@ -106,10 +106,9 @@ class Trainer:
         # The same seed on every rank: FSDP shards identical initial weights.
         torch.manual_seed(tc.seed)
         # The class names go into every checkpoint (and exported file): predict / eval need no CSV.
+        # Their count is checked where they are read: the loader for data.labels, the model here.
         labels = cfg.model.class_names or cfg.data.labels
         names = read_labels(labels) if labels else None
-        if names is not None and len(names) != cfg.model.num_classes:
-            raise UserError(f"{labels}: {len(names)} classes, model.num_classes is {cfg.model.num_classes}")
         model = build_model(cfg.model, class_names=names)
         self.class_names = names
         if self.init:
