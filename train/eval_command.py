@@ -95,8 +95,7 @@ def load_model(checkpoint, model_cfg, class_names: list[str] | None = None, name
     if class_names is None:
         class_names = stored_names  # names given (--labels, data.labels) win over the stored ones
     model = build_model(cfg, class_names=class_names)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith(("class_tokens", "text_features"))]
+    missing, unexpected = model.load_state_dict(state, strict=False)  # class text features are not state
     if missing or unexpected:
         raise UserError(f"--checkpoint {path}: weights do not fit the model they were saved with: "
                         f"missing {missing[:6]}, unexpected {unexpected[:6]}")
