@@ -14,6 +14,21 @@ from .bad_videos import BadVideo
 from .plan import SamplePlan
 
 
+def decode_clip(decoder, path: str, spec, info, input_size: int, antialias: bool) -> torch.Tensor:
+    """The plan's clip of one video on the CPU: decode its crop (scaled down in YUV when much larger
+    than the output, uint8, so memory does not grow with the source resolution), then transform it.
+    Any failure is a BadVideo: never a crash, never a clip of the wrong shape."""
+    try:
+        frames = decoder.decode(path, spec.frames, info, crop=spec.raw_crop, out_size=input_size)
+        if frames.ndim != 4 or frames.shape[0] != len(spec.frames) or frames.shape[-1] != 3:
+            raise BadVideo("decode_error", f"decoded frames of shape {tuple(frames.shape)}")
+        return transform_clip(frames, spec, input_size, antialias, cropped=True)
+    except BadVideo:
+        raise
+    except Exception as e:  # noqa: BLE001 - any decoder failure is a bad video, never a crash
+        raise BadVideo("decode_error", f"{type(e).__name__}: {str(e)[:160]}") from None
+
+
 class PlanClips(Dataset):
     """Position -> transformed clip for one epoch of a plan (a map-style dataset)."""
 
@@ -46,18 +61,10 @@ class PlanClips(Dataset):
             spec = self.plan.clip(self.epoch, position, found, self._shard)
             info = self.infos[spec.video]
             try:
-                # the decoder returns the plan's crop only (scaled down in YUV when much larger
-                # than the output), uint8, so memory does not grow with the source resolution
-                frames = self.decoder.decode(self.paths[spec.video], spec.frames, info, crop=spec.raw_crop,
-                                             out_size=self.input_size)
-                if frames.ndim != 4 or frames.shape[0] != len(spec.frames) or frames.shape[-1] != 3:
-                    raise BadVideo("decode_error", f"decoded frames of shape {tuple(frames.shape)}")
-                clip = transform_clip(frames, spec, self.input_size, self.antialias, cropped=True)
+                clip = decode_clip(self.decoder, self.paths[spec.video], spec, info, self.input_size,
+                                   self.antialias)
             except BadVideo as e:
                 found[spec.video] = (e.reason, e.detail)
-                continue
-            except Exception as e:  # noqa: BLE001 - any decoder failure is a bad video, never a crash
-                found[spec.video] = ("decode_error", f"{type(e).__name__}: {str(e)[:160]}")
                 continue
             return {"video": clip, "label": spec.label, "position": spec.position, "view": spec.view,
                     "video_index": spec.video, "spec": spec}

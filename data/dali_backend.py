@@ -262,8 +262,8 @@ class DaliBackend:
 
     def _cpu_clips(self, video: torch.Tensor, specs) -> dict[int, tuple[str, str]]:
         """Decode the clips of CPU-routed videos with PyAV into ``video`` (after step 4); returns failures."""
-        from .augment import transform_clip  # noqa: PLC0415
         from .bad_videos import BadVideo  # noqa: PLC0415
+        from .cpu_backend import decode_clip  # noqa: PLC0415
 
         failed = {}
         for sample, spec in enumerate(specs):
@@ -272,14 +272,10 @@ class DaliBackend:
             if self._reference is None:
                 self._reference = self._make_reference()
             try:
-                frames = self._reference.decode(self.paths[spec.video], spec.frames, self.infos[spec.video],
-                                                crop=spec.raw_crop, out_size=self.input_size)
-                clip = transform_clip(frames, spec, self.input_size, self.antialias, cropped=True)
+                clip = decode_clip(self._reference, self.paths[spec.video], spec, self.infos[spec.video],
+                                   self.input_size, self.antialias)
             except BadVideo as e:
                 failed[spec.video] = (e.reason, e.detail)
-                continue
-            except Exception as e:  # noqa: BLE001 - any decoder failure is a bad video
-                failed[spec.video] = ("decode_error", f"{type(e).__name__}: {str(e)[:160]}")
                 continue
             video[sample] = clip.to(video.device)
         return failed
