@@ -288,8 +288,7 @@ class ILAModel(nn.Module):
         visual = self.prompt_visual_ln(patches) @ self.prompt_visual_proj  # (B, T, L-1, E)
         if not self.training and not video.is_meta:
             self._warn_placeholder_labels()
-        features = self.class_text_features if self.text_features_fresh() else self.prepare_text_features()
-        text = features.to(video_feature.dtype).expand(video.shape[0], -1, -1)
+        text = self.prepare_text_features().to(video_feature.dtype).expand(video.shape[0], -1, -1)
         text = text + self.prompt_generator(text, visual.mean(dim=1))
         logits = torch.einsum("be,bke->bk", F.normalize(video_feature, dim=-1), F.normalize(text, dim=-1))
         return ILAOutput(self.logit_scale.exp() * logits, aux)
