@@ -82,7 +82,6 @@ def grid_coordinates(g: int, device, dtype) -> torch.Tensor:
     return _GRIDS[key]
 
 
-
 def empty_output(shape, like: torch.Tensor, dtype=None, channels_last=False) -> torch.Tensor:
     """torch.empty, NaN-filled when ILA_FAST_NAN_FILL=1 so that unwritten elements fail tests."""
     layout = torch.channels_last if channels_last else torch.contiguous_format
