@@ -58,42 +58,59 @@ def is_identity_color(aug: AugmentParams) -> bool:
 
 # ---------------------------------------------------------------- decoding helper
 
-def yuv420_to_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray, full_range: bool = False,
-                  bt709: bool = False) -> np.ndarray:
-    """(T, H, W) luma and (T, ceil(H/2), ceil(W/2)) chroma planes -> (T, H, W, 3) uint8 RGB.
+def yuv420_to_rgb_planes(y: np.ndarray, u: np.ndarray, v: np.ndarray, full_range: bool = False,
+                         bt709: bool = False) -> torch.Tensor:
+    """(T, H, W) luma and (T, ceil(H/2), ceil(W/2)) chroma planes -> (T, 3, H, W) float32 RGB in
+    whole levels 0..255 (rounded and clamped as a uint8 decoder output is, kept in float and planar
+    because the resize that follows wants exactly that: no interleave, no round trip through uint8).
 
     Chroma is upsampled bilinearly (half-pixel centres) and BT.601 limited range is assumed
     unless told otherwise: this is what DALI's decoder does, so the CPU backend decodes to
     the same pixels (within 1 level) instead of swscale's slightly different conversion.
     """
     t, h, w = y.shape
-    yt = torch.from_numpy(y).float()
+    ys = torch.from_numpy(y).float()
     uv = torch.from_numpy(np.stack([u, v], 1)).float()  # (T, 2, h2, w2)
     uv = F.interpolate(uv, size=(uv.shape[-2] * 2, uv.shape[-1] * 2), mode="bilinear", align_corners=False)
-    uv = uv[..., :h, :w] - 128.0
+    uv = uv[..., :h, :w].sub_(128.0)
     cu, cv = uv[:, 0], uv[:, 1]
     kr, kb = (0.2126, 0.0722) if bt709 else (0.299, 0.114)
     kg = 1.0 - kr - kb
     if full_range:
-        ys, cs = yt, 1.0
+        cs = 1.0
     else:
-        ys, cs = (yt - 16.0) * (255.0 / 219.0), 255.0 / 224.0
-    r = ys + cs * 2 * (1 - kr) * cv
-    b = ys + cs * 2 * (1 - kb) * cu
-    g = ys - cs * (2 * kb * (1 - kb) / kg) * cu - cs * (2 * kr * (1 - kr) / kg) * cv
-    rgb = torch.stack([r, g, b], -1).round_().clamp_(0, 255)
-    return rgb.to(torch.uint8).numpy()
+        ys, cs = ys.sub_(16.0).mul_(255.0 / 219.0), 255.0 / 224.0
+    rgb = torch.empty((t, 3, h, w), dtype=torch.float32)
+    r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+    torch.add(ys, cv, alpha=cs * 2 * (1 - kr), out=r)
+    torch.add(ys, cu, alpha=-cs * (2 * kb * (1 - kb) / kg), out=g).add_(cv, alpha=-cs * (2 * kr * (1 - kr) / kg))
+    torch.add(ys, cu, alpha=cs * 2 * (1 - kb), out=b)
+    return rgb.round_().clamp_(0, 255)
+
+
+def yuv420_to_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray, full_range: bool = False,
+                  bt709: bool = False) -> np.ndarray:
+    """``yuv420_to_rgb_planes`` as (T, H, W, 3) uint8."""
+    rgb = yuv420_to_rgb_planes(y, u, v, full_range, bt709)
+    return rgb.permute(0, 2, 3, 1).to(torch.uint8).contiguous().numpy()
 
 
 # ---------------------------------------------------------------- steps 1-3 (CPU backend)
 
-def crop_resize(frames: torch.Tensor, raw_box, size: int, antialias: bool = False) -> torch.Tensor:
-    """(T, H, W, 3) uint8 -> (T, 3, size, size) float32 in 0..255."""
+def crop_resize(frames: torch.Tensor, raw_box, size: int, antialias: bool = False,
+                planar: bool = False) -> torch.Tensor:
+    """(T, H, W, 3) uint8 (``planar``: (T, 3, H, W) float) -> (T, 3, size, size) float32 in 0..255."""
     x, y, w, h = raw_box
-    clip = frames[:, y:y + h, x:x + w].permute(0, 3, 1, 2).float()
+    if planar:
+        clip = frames[:, :, y:y + h, x:x + w].float()
+    else:
+        clip = frames[:, y:y + h, x:x + w].permute(0, 3, 1, 2).float()
     if clip.shape[-2:] == (size, size):
         return clip.contiguous()
-    return F.interpolate(clip, size=(size, size), mode="bilinear", align_corners=False, antialias=antialias)
+    # PyTorch's CPU bilinear resize is ~2.4x faster on channels-last input than on planar
+    clip = clip.contiguous(memory_format=torch.channels_last)
+    out = F.interpolate(clip, size=(size, size), mode="bilinear", align_corners=False, antialias=antialias)
+    return out.contiguous()
 
 
 def apply_color(clip: torch.Tensor, aug: AugmentParams) -> torch.Tensor:
@@ -160,13 +177,15 @@ def color_normalize(clip: torch.Tensor, aug: AugmentParams) -> torch.Tensor:
 
 
 def transform_clip(frames: np.ndarray | torch.Tensor, spec: ClipSpec, size: int,
-                   antialias: bool = False, cropped: bool = False) -> torch.Tensor:
+                   antialias: bool = False, cropped: bool = False, planar: bool = False) -> torch.Tensor:
     """All four steps on the CPU: (T, H, W, 3) uint8 raw frames -> (T, 3, S, S) float32.
 
-    ``cropped``: the frames are already the plan's crop box (as the CPU decoders return them).
+    ``cropped``: the frames are already the plan's crop box (as the CPU decoders return them);
+    ``planar``: they are (T, 3, H, W) float in whole levels (``PyAVDecoder.decode(planar=True)``).
     """
     frames = torch.as_tensor(frames)
-    box = (0, 0, frames.shape[2], frames.shape[1]) if cropped else spec.raw_crop
-    clip = crop_resize(frames, box, size, antialias)
+    height, width = frames.shape[-2:] if planar else frames.shape[1:3]
+    box = (0, 0, width, height) if cropped else spec.raw_crop
+    clip = crop_resize(frames, box, size, antialias, planar)
     clip = color_normalize(clip, spec.augment)
     return rotate_and_erase(clip, spec).contiguous()

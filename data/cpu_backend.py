@@ -7,7 +7,7 @@ batch to the main process, which counts them (``BadVideoLog``).
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from .augment import transform_clip
 from .bad_videos import BadVideo
@@ -16,13 +16,13 @@ from .plan import SamplePlan
 
 def decode_clip(decoder, path: str, spec, info, input_size: int, antialias: bool) -> torch.Tensor:
     """The plan's clip of one video on the CPU: decode its crop (scaled down in YUV when much larger
-    than the output, uint8, so memory does not grow with the source resolution), then transform it.
+    than the output, so memory does not grow with the source resolution) to planar RGB, then transform it.
     Any failure is a BadVideo: never a crash, never a clip of the wrong shape."""
     try:
-        frames = decoder.decode(path, spec.frames, info, crop=spec.raw_crop, out_size=input_size)
-        if frames.ndim != 4 or frames.shape[0] != len(spec.frames) or frames.shape[-1] != 3:
+        frames = decoder.decode(path, spec.frames, info, crop=spec.raw_crop, out_size=input_size, planar=True)
+        if frames.ndim != 4 or frames.shape[0] != len(spec.frames) or frames.shape[1] != 3:
             raise BadVideo("decode_error", f"decoded frames of shape {tuple(frames.shape)}")
-        return transform_clip(frames, spec, input_size, antialias, cropped=True)
+        return transform_clip(frames, spec, input_size, antialias, cropped=True, planar=True)
     except BadVideo:
         raise
     except Exception as e:  # noqa: BLE001 - any decoder failure is a bad video, never a crash
@@ -71,7 +71,9 @@ class PlanClips(Dataset):
 
 
 def collate(items: list[dict]) -> dict:
-    return {"video": torch.stack([it["video"] for it in items]),
+    # default_collate stacks the clips straight into shared memory inside a worker (a plain
+    # torch.stack would be copied there once more to reach the main process)
+    return {"video": default_collate([it["video"] for it in items]),
             "label": torch.tensor([it["label"] for it in items], dtype=torch.long),
             "position": torch.tensor([it["position"] for it in items], dtype=torch.long),
             "view": torch.tensor([it["view"] for it in items], dtype=torch.long),

@@ -23,7 +23,8 @@ __all__ = ["DatasetError", "VideoDataset", "VideoEntry", "VideoIndex", "VideoInf
 
 log = logging.getLogger("ila_fast.data")
 
-INDEX_VERSION = 4  # 2: main stream, frame-index rule ("pts" / "count"), DALI issues; 3: container; 4: its DALI issue
+INDEX_VERSION = 5  # 2: main stream, frame-index rule ("pts" / "count"), DALI issues; 3: container; 4: its DALI issue;
+# 5: the reorder depth
 
 
 class DatasetError(ValueError):

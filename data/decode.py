@@ -19,8 +19,9 @@ from __future__ import annotations
 import bisect
 
 import numpy as np
+import torch
 
-from .augment import yuv420_to_rgb
+from .augment import yuv420_to_rgb_planes
 from .bad_videos import BadVideo
 from .probe import VideoInfo, ffmpeg_logs, ffmpeg_message
 
@@ -29,6 +30,9 @@ _YUV420 = {"yuv420p": False, "yuvj420p": True}  # -> full range?
 # (AV1 / VP9 pack hidden reference frames into packets: skipping them loses needed frames).
 SKIP_NONREF_CODECS = frozenset({"h264", "hevc", "mpeg2video", "mpeg1video", "mpeg4"})
 PRESCALE_ABOVE = 2.0  # crops more than this many times the output size are scaled down in YUV first
+# Containers that declare their streams in the header: there the probe's stream index and reorder
+# depth stand in for the frames FFmpeg's stream probe would otherwise decode at every open.
+FAST_OPEN_CONTAINERS = frozenset({"mov", "matroska"})
 
 
 def prescale_factor(crop_w: int, crop_h: int, out_size: int | None) -> float:
@@ -65,43 +69,72 @@ class _Region:
                      int(getattr(frame, "colorspace", 0) or 0) == 1)
 
 
-def _to_rgb(regions: list[_Region]) -> np.ndarray:
-    """(T, h, w, 3) uint8 RGB of the regions (same box; one conversion when all are alike)."""
+def _to_rgb(regions: list[_Region]) -> torch.Tensor:
+    """(T, 3, h, w) float32 RGB in whole levels of the regions (same box; one conversion when all are alike)."""
     first = regions[0]
     x, y, w, h = first.box
     if first.rgb is None and all(r.rgb is None and r.kind == first.kind and r.planes[0].shape ==
                                  first.planes[0].shape for r in regions):
         ys, us, vs = (np.stack([r.planes[p] for r in regions]) for p in range(3))
-        rgb = yuv420_to_rgb(ys, us, vs, full_range=first.kind[0], bt709=first.kind[1])
+        rgb = yuv420_to_rgb_planes(ys, us, vs, full_range=first.kind[0], bt709=first.kind[1])
         ox, oy = x - first.origin[0], y - first.origin[1]
-        return rgb[:, oy:oy + h, ox:ox + w]
-    return np.stack([r.rgb if r.rgb is not None else _to_rgb([r])[0] for r in regions])
+        return rgb[:, :, oy:oy + h, ox:ox + w]
+    return torch.stack([torch.from_numpy(r.rgb).permute(2, 0, 1).float() if r.rgb is not None else _to_rgb([r])[0]
+                        for r in regions])
 
 
-def _frames(container, stream, needed_pts: set[int] | None):
-    """Decoded frames of ``stream``; with ``needed_pts``, non-reference frames not needed are skipped."""
-    if needed_pts is None:
-        yield from container.decode(stream)
-        return
+def _frames(container, stream, needed_pts: set[int] | None, drain_after: set[int] | None = None):
+    """Decoded frames of ``stream``; with ``needed_pts``, non-reference frames not needed are skipped.
+
+    ``drain_after``: once the packets of all these frames (pts) are sent, drain the decoder and
+    stop. Every frame a packet references comes before it in decoding order, so those frames are
+    complete then; draining releases them from the reorder buffer instead of decoding the
+    packets that follow only to release them (the next seek resets the decoder)."""
     ctx = stream.codec_context
+    pending = set(drain_after) if drain_after else None
     for packet in container.demux(stream):
-        ctx.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in needed_pts else "NONREF"
+        if needed_pts is not None:
+            ctx.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in needed_pts else "NONREF"
         yield from packet.decode()
+        if pending is not None:
+            pending.discard(packet.pts)
+            if not pending:
+                ctx.skip_frame = "DEFAULT"
+                yield from ctx.decode(None)
+                return
 
 
 class PyAVDecoder:
     name = "pyav"
 
-    def __init__(self, threads: int = 1, seek: bool = True, skip_nonref: bool = True):
+    def __init__(self, threads: int = 1, seek: bool = True, skip_nonref: bool = True, drain: bool = True,
+                 fast_open: bool = True):
         """``seek``: start at the key frame before each needed frame (else decode from the start);
-        ``skip_nonref``: do not decode non-reference frames (most B-frames) that are not needed."""
+        ``skip_nonref``: do not decode non-reference frames (most B-frames) that are not needed;
+        ``drain``: drain the decoder after the last needed frame before a seek (or the end);
+        ``fast_open``: open without decoding (see ``_open``)."""
         import av  # noqa: PLC0415 - optional dependency (pip install ila-fast[cpu-video])
 
         self.av = av
-        self.threads, self.seek, self.skip_nonref = threads, seek, skip_nonref
+        self.threads, self.seek, self.skip_nonref, self.drain = threads, seek, skip_nonref, drain
+        self.fast_open = fast_open
 
-    def decode(self, path: str, indices, info: VideoInfo, crop=None, out_size: int | None = None) -> np.ndarray:
-        """(len(indices), h, w, 3) uint8 of the raw-pixel box ``crop`` (None: the whole frame).
+    def _open(self, path: str, info: VideoInfo):
+        """The container, and whether the probe's reorder depth must be set on its decoder.
+
+        FFmpeg's stream probe (avformat_find_stream_info) decodes the first frames of an H.264
+        stream at every open, up to 7, to find how many frames the decoder must hold back for
+        reordering: at 340x256 that is most of an open's cost, and more of a clip's cost at larger
+        sizes. Where the container's header declares the streams, the probe has already found
+        that depth, so the stream probe is told not to decode and the depth is set directly."""
+        if self.fast_open and info.container in FAST_OPEN_CONTAINERS and info.reorder_depth >= 0:
+            return self.av.open(path, options={"skip_frame": "all"}, metadata_errors="ignore"), True
+        return self.av.open(path, metadata_errors="ignore"), False
+
+    def decode(self, path: str, indices, info: VideoInfo, crop=None, out_size: int | None = None,
+               planar: bool = False) -> np.ndarray | torch.Tensor:
+        """(len(indices), h, w, 3) uint8 of the raw-pixel box ``crop`` (None: the whole frame);
+        ``planar``: (len(indices), 3, h, w) float32 of the same values, as the transforms take them.
 
         With ``out_size``, a crop larger than ``PRESCALE_ABOVE * out_size`` comes back scaled
         down (its short side about that size); the caller resizes to the output anyway.
@@ -110,14 +143,19 @@ class PyAVDecoder:
         box = tuple(crop) if crop is not None else (0, 0, info.width, info.height)
         with ffmpeg_logs():
             try:
-                return self._decode(path, indices, info, box, out_size, seek=self.seek and info.index_by == "pts")
+                by_pts = info.index_by == "pts"
+                rgb = self._decode(path, indices, info, box, out_size, seek=self.seek and by_pts,
+                                   drain=self.drain and by_pts)
             except BadVideo as first:
                 if first.detail.startswith("frame") and info.index_by == "pts":
-                    # a seek that landed late or nowhere (MPEG-TS / PS): decode from the start instead
-                    return self._decode(path, indices, info, box, out_size, seek=False)
-                raise
+                    # a seek that landed late or nowhere (MPEG-TS / PS), or a frame whose packet's pts
+                    # differs from its own: decode from the start instead, without draining
+                    rgb = self._decode(path, indices, info, box, out_size, seek=False, drain=False)
+                else:
+                    raise
+        return rgb if planar else rgb.permute(0, 2, 3, 1).to(torch.uint8).contiguous().numpy()
 
-    def _decode(self, path: str, indices, info: VideoInfo, box, out_size, seek: bool) -> np.ndarray:
+    def _decode(self, path: str, indices, info: VideoInfo, box, out_size, seek: bool, drain: bool) -> torch.Tensor:
         av = self.av
         wanted = sorted(set(int(i) for i in indices))
         if wanted and (wanted[0] < 0 or wanted[-1] >= info.num_frames):
@@ -155,18 +193,30 @@ class PyAVDecoder:
         skip_pts = ({info.frame_pts(i) for i in wanted}
                     if self.skip_nonref and not by_count and self.threads == 1 and info.codec in SKIP_NONREF_CODECS
                     else None)
+        keys = [info.keyframes[bisect.bisect_right(info.keyframes, t) - 1] for t in wanted]
+        # the frames decoded between two seeks (all of them without seeking): run_end[k] is the last
+        # wanted frame of the run that wanted[k] begins, where the decoder is drained
+        starts = [k for k in range(len(wanted)) if k == 0 or (seek and keys[k] > wanted[k - 1])]
+        run_end = {k: end - 1 for k, end in zip(starts, starts[1:] + [len(wanted)])}
         got: dict[int, _Region] = {}
         try:
-            with av.open(path) as container:
+            container, set_depth = self._open(path, info)
+            with container:
                 stream = container.streams[info.stream]
                 stream.thread_count = self.threads
+                ctx = stream.codec_context
+                ctx.skip_frame = "DEFAULT"
                 frames_iter, position, counter = None, -1, -1
-                for target in wanted:
-                    key = info.keyframes[bisect.bisect_right(info.keyframes, target) - 1]
+                for k, target in enumerate(wanted):
+                    key = keys[k]
                     if frames_iter is None or (seek and key > position):
                         if seek:
                             container.seek(info.frame_pts(key), stream=stream, backward=True, any_frame=False)
-                        frames_iter, position = _frames(container, stream, skip_pts), -1
+                        if set_depth:  # after each seek too: flushing the decoder may reset it
+                            ctx.reorder_depth = info.reorder_depth
+                        run = wanted[k:run_end.get(k, len(wanted) - 1) + 1]
+                        drain_after = {info.frame_pts(i) for i in run} if drain else None
+                        frames_iter, position = _frames(container, stream, skip_pts, drain_after), -1
                     for frame in frames_iter:
                         if by_count:
                             counter += 1
@@ -188,9 +238,12 @@ class PyAVDecoder:
                                        f"frame {target} of {info.num_frames} was not delivered", path)
         except av.error.FFmpegError as e:
             raise BadVideo("decode_error", ffmpeg_message(e), path) from None
-        lookup = {i: k for k, i in enumerate(wanted)}
         rgb = _to_rgb([got[i] for i in wanted])
-        return rgb[[lookup[int(i)] for i in indices]]
+        order = [int(i) for i in indices]
+        if order == wanted:
+            return rgb
+        lookup = {i: k for k, i in enumerate(wanted)}
+        return rgb[[lookup[i] for i in order]]
 
 
 TORCHCODEC_CONTAINERS = frozenset({"mov", "matroska", "flv", "avi"})
@@ -206,13 +259,14 @@ class TorchCodecDecoder:
         self.threads = threads
         self._pyav = None
 
-    def decode(self, path: str, indices, info: VideoInfo, crop=None, out_size: int | None = None) -> np.ndarray:
+    def decode(self, path: str, indices, info: VideoInfo, crop=None, out_size: int | None = None,
+               planar: bool = False) -> np.ndarray | torch.Tensor:
         # torchcodec's exact mode indexes frames as the rule does only in these containers (corpus tests:
         # MPEG-TS / PS fail), and not with untrusted timestamps or edit lists: PyAV decodes the rest
         if info.index_by != "pts" or info.dali_issue or info.container not in TORCHCODEC_CONTAINERS:
             if self._pyav is None:
                 self._pyav = PyAVDecoder(self.threads)
-            return self._pyav.decode(path, indices, info, crop, out_size)
+            return self._pyav.decode(path, indices, info, crop, out_size, planar)
         try:
             decoder = self.VideoDecoder(path, seek_mode="exact", dimension_order="NHWC",
                                         num_ffmpeg_threads=self.threads, stream_index=info.stream)
@@ -227,7 +281,7 @@ class TorchCodecDecoder:
         if crop is not None:
             x, y, w, h = crop
             frames = frames[:, y:y + h, x:x + w]
-        return frames
+        return torch.from_numpy(frames).permute(0, 3, 1, 2).float() if planar else frames
 
 
 def _torchcodec_error() -> str:

@@ -64,6 +64,7 @@ class VideoInfo:
     index_by: str = "pts"     # "pts" (seekable) or "count" (decode from the start and count)
     dali_issue: str = ""      # why DALI would decode this video wrongly; "" when it should not
     container: str = ""       # FFmpeg's demuxer (mov, matroska, mpegts, mpeg, avi, flv, ...)
+    reorder_depth: int = -1   # the decoder's frame reorder delay FFmpeg's stream probe found (-1: unknown)
 
     @property
     def quarter_turns(self) -> int:
@@ -180,7 +181,8 @@ def _probe(path: Path) -> VideoInfo:
         info = VideoInfo(width=ctx.width, height=ctx.height, codec=codec_family(ctx), stream=stream.index,
                          container=container.format.name.split(",")[0],
                          fps=float(stream.average_rate or stream.guessed_rate or 0),
-                         pix_fmt=ctx.format.name if ctx.format is not None else "")
+                         pix_fmt=ctx.format.name if ctx.format is not None else "",
+                         reorder_depth=int(getattr(ctx, "reorder_depth", -1)))
         packets, sizes = _demux(av, container, stream)
         issues = []
         demuxer = container.format.name.split(",")[0]
