@@ -3,7 +3,8 @@
 The order, for a clip of T frames decoded in coded (raw) orientation:
 
 1. crop the plan's box (raw pixels), resize to S x S (bilinear, half-pixel centres; the
-   official pipeline uses cv2's bilinear, which does not antialias);
+   official pipeline uses cv2's bilinear, which does not antialias) and round to whole levels
+   (cv2 resizes uint8 to uint8 there), so a resized clip travels as uint8;
 2. colour: one affine map per clip, ``x -> M x + t`` on RGB in 0..255, built from brightness
    (scale), contrast (around 128), saturation and hue (a rotation and scaling of the I/Q
    plane of YIQ, the definition DALI's ``fn.hsv`` uses) and grayscale (saturation 0); clamp to
@@ -12,9 +13,10 @@ The order, for a clip of T frames decoded in coded (raw) orientation:
 4. rotate upright by quarter turns (the video's display rotation), then random erasing
    (a rectangle of per-pixel standard-normal noise, the same for all frames).
 
-The DALI backend runs 1-3 inside its pipeline (``fn.slice``, ``fn.resize``,
+The DALI backend runs 1-3 inside its pipeline (``fn.slice``, ``fn.resize`` to uint8,
 ``fn.coord_transform`` with the matrix below, ``fn.crop_mirror_normalize``) and 4 with the
-torch functions below on its GPU output; the CPU backend runs all of it with torch.
+torch functions below on its GPU output. The CPU backend runs 1 in its workers and sends uint8
+clips; the loader runs 2-4 (``finish_batch``) on the device.
 """
 from __future__ import annotations
 
@@ -88,18 +90,12 @@ def yuv420_to_rgb_planes(y: np.ndarray, u: np.ndarray, v: np.ndarray, full_range
     return rgb.round_().clamp_(0, 255)
 
 
-def yuv420_to_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray, full_range: bool = False,
-                  bt709: bool = False) -> np.ndarray:
-    """``yuv420_to_rgb_planes`` as (T, H, W, 3) uint8."""
-    rgb = yuv420_to_rgb_planes(y, u, v, full_range, bt709)
-    return rgb.permute(0, 2, 3, 1).to(torch.uint8).contiguous().numpy()
-
-
-# ---------------------------------------------------------------- steps 1-3 (CPU backend)
+# ---------------------------------------------------------------- step 1 (CPU backend)
 
 def crop_resize(frames: torch.Tensor, raw_box, size: int, antialias: bool = False,
                 planar: bool = False) -> torch.Tensor:
-    """(T, H, W, 3) uint8 (``planar``: (T, 3, H, W) float) -> (T, 3, size, size) float32 in 0..255."""
+    """(T, H, W, 3) uint8 (``planar``: (T, 3, H, W) float in whole levels) -> (T, 3, size, size)
+    float32 in whole levels 0..255."""
     x, y, w, h = raw_box
     if planar:
         clip = frames[:, :, y:y + h, x:x + w].float()
@@ -110,8 +106,10 @@ def crop_resize(frames: torch.Tensor, raw_box, size: int, antialias: bool = Fals
     # PyTorch's CPU bilinear resize is ~2.4x faster on channels-last input than on planar
     clip = clip.contiguous(memory_format=torch.channels_last)
     out = F.interpolate(clip, size=(size, size), mode="bilinear", align_corners=False, antialias=antialias)
-    return out.contiguous()
+    return out.round_().contiguous()  # bilinear weights are positive: the result stays in 0..255
 
+
+# ---------------------------------------------------------------- steps 2-3 (on any device)
 
 def apply_color(clip: torch.Tensor, aug: AugmentParams) -> torch.Tensor:
     """(T, 3, H, W) float 0..255 -> jittered, clamped to 0..255."""
@@ -128,7 +126,39 @@ def normalize(clip: torch.Tensor) -> torch.Tensor:
     return (clip - mean) / std
 
 
-# ---------------------------------------------------------------- step 4 (both backends)
+def color_normalize_batch(video: torch.Tensor, augs: list[AugmentParams]) -> torch.Tensor:
+    """(B, T, 3, H, W) uint8 or float in 0..255 -> each clip's ``normalize(apply_color(clip, aug))``,
+    float32, in one pass: the colour map and the normalisation are one affine map per pixel, and
+    the clamp to 0..255 becomes a per-channel clamp to the normalised images of 0 and 255. Written
+    as elementwise multiply-adds (not a matrix product), so the result does not depend on the
+    number of threads."""
+    mean, std = np.asarray(PIXEL_MEAN, np.float64), np.asarray(PIXEL_STD, np.float64)
+    weights, biases = [], []
+    for aug in augs:
+        m, t = color_affine(aug)
+        weights.append(m / std[:, None])
+        biases.append((t - mean) / std)
+    b = len(augs)
+    weight = torch.from_numpy(np.asarray(weights, np.float32)).to(video.device).view(b, 3, 3, 1, 1, 1)
+    bias = torch.from_numpy(np.asarray(biases, np.float32)).to(video.device).view(b, 3, 1, 1, 1)
+    low, high = -mean / std, (255.0 - mean) / std
+    x = video.float()
+    src = [x[:, :, j] for j in range(3)]
+    out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+    for c in range(3):
+        channel = out[:, :, c]
+        torch.mul(src[0], weight[:, c, 0], out=channel)
+        channel.addcmul_(src[1], weight[:, c, 1]).addcmul_(src[2], weight[:, c, 2])
+        channel.add_(bias[:, c]).clamp_(float(low[c]), float(high[c]))
+    return out
+
+
+def color_normalize(clip: torch.Tensor, aug: AugmentParams) -> torch.Tensor:
+    """(T, 3, H, W) in 0..255 -> ``normalize(apply_color(clip, aug))`` (``color_normalize_batch``)."""
+    return color_normalize_batch(clip[None], [aug])[0]
+
+
+# ---------------------------------------------------------------- step 4 (both backends), and 2-4 together
 
 def erase_noise(seed: int, channels: int, h: int, w: int) -> torch.Tensor:
     """Per-pixel N(0, 1) noise for an erased box, from a CPU generator (same on every device)."""
@@ -157,35 +187,6 @@ def rotate_and_erase_batch(batch: torch.Tensor, specs: list[ClipSpec]) -> torch.
     return batch
 
 
-def color_normalize(clip: torch.Tensor, aug: AugmentParams) -> torch.Tensor:
-    """``normalize(apply_color(clip, aug))`` in one pass: the colour map and the normalisation are
-    one affine map per pixel, and the clamp to 0..255 becomes a per-channel clamp to the normalised
-    images of 0 and 255. Written as elementwise multiply-adds (not a convolution), so the result
-    does not depend on the number of threads."""
-    m, t = color_affine(aug)
-    mean, std = np.asarray(PIXEL_MEAN, np.float64), np.asarray(PIXEL_STD, np.float64)
-    weight, bias = (m / std[:, None]).astype(np.float32), ((t - mean) / std).astype(np.float32)
-    low, high = -mean / std, (255.0 - mean) / std
-    src = [clip[:, j] for j in range(3)]
-    out = torch.empty(clip.shape, dtype=clip.dtype, device=clip.device)
-    for c in range(3):
-        channel = out[:, c]
-        torch.mul(src[0], float(weight[c, 0]), out=channel)
-        channel.add_(src[1], alpha=float(weight[c, 1])).add_(src[2], alpha=float(weight[c, 2]))
-        channel.add_(float(bias[c])).clamp_(float(low[c]), float(high[c]))
-    return out
-
-
-def transform_clip(frames: np.ndarray | torch.Tensor, spec: ClipSpec, size: int,
-                   antialias: bool = False, cropped: bool = False, planar: bool = False) -> torch.Tensor:
-    """All four steps on the CPU: (T, H, W, 3) uint8 raw frames -> (T, 3, S, S) float32.
-
-    ``cropped``: the frames are already the plan's crop box (as the CPU decoders return them);
-    ``planar``: they are (T, 3, H, W) float in whole levels (``PyAVDecoder.decode(planar=True)``).
-    """
-    frames = torch.as_tensor(frames)
-    height, width = frames.shape[-2:] if planar else frames.shape[1:3]
-    box = (0, 0, width, height) if cropped else spec.raw_crop
-    clip = crop_resize(frames, box, size, antialias, planar)
-    clip = color_normalize(clip, spec.augment)
-    return rotate_and_erase(clip, spec).contiguous()
+def finish_batch(video: torch.Tensor, specs: list[ClipSpec]) -> torch.Tensor:
+    """Steps 2-4 for resized clips, on their device: (B, T, 3, S, S) uint8 -> normalised float32."""
+    return rotate_and_erase_batch(color_normalize_batch(video, [s.augment for s in specs]), specs)

@@ -1,36 +1,44 @@
 """CPU backend: a torch Dataset / DataLoader that executes the SamplePlan with PyAV (or torchcodec).
 
-Worker processes decode and transform (``augment.transform_clip``); a video that fails is
-replaced inside the worker by the plan's next candidate, and the events travel back with the
-batch to the main process, which counts them (``BadVideoLog``).
+Worker processes decode, crop and resize (``resize_clip``) and send uint8 clips; the loader
+runs colour, normalisation, rotation and erasing on the device (``augment.finish_batch``). A
+video that fails is replaced inside the worker by the plan's next candidate, and the events
+travel back with the batch to the main process, which counts them (``BadVideoLog``).
 """
 from __future__ import annotations
 
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from .augment import transform_clip
+from .augment import crop_resize, finish_batch
 from .bad_videos import BadVideo
 from .plan import SamplePlan
 
 
-def decode_clip(decoder, path: str, spec, info, input_size: int, antialias: bool) -> torch.Tensor:
-    """The plan's clip of one video on the CPU: decode its crop (scaled down in YUV when much larger
-    than the output, so memory does not grow with the source resolution) to planar RGB, then transform it.
-    Any failure is a BadVideo: never a crash, never a clip of the wrong shape."""
+def resize_clip(decoder, path: str, spec, info, input_size: int, antialias: bool) -> torch.Tensor:
+    """The plan's clip of one video, cropped and resized on the CPU: (T, 3, S, S) uint8. The decoder
+    converts only the crop (scaled down in YUV first when much larger than the output, so memory
+    does not grow with the source resolution). Any failure is a BadVideo: never a crash, never a
+    clip of the wrong shape."""
     try:
         frames = decoder.decode(path, spec.frames, info, crop=spec.raw_crop, out_size=input_size, planar=True)
         if frames.ndim != 4 or frames.shape[0] != len(spec.frames) or frames.shape[1] != 3:
             raise BadVideo("decode_error", f"decoded frames of shape {tuple(frames.shape)}")
-        return transform_clip(frames, spec, input_size, antialias, cropped=True, planar=True)
+        box = (0, 0, frames.shape[-1], frames.shape[-2])
+        return crop_resize(frames, box, input_size, antialias, planar=True).to(torch.uint8)
     except BadVideo:
         raise
     except Exception as e:  # noqa: BLE001 - any decoder failure is a bad video, never a crash
         raise BadVideo("decode_error", f"{type(e).__name__}: {str(e)[:160]}") from None
 
 
+def decode_clip(decoder, path: str, spec, info, input_size: int, antialias: bool) -> torch.Tensor:
+    """``resize_clip`` and the rest of the transform: (T, 3, S, S) float32, normalised."""
+    return finish_batch(resize_clip(decoder, path, spec, info, input_size, antialias)[None], [spec])[0]
+
+
 class PlanClips(Dataset):
-    """Position -> transformed clip for one epoch of a plan (a map-style dataset)."""
+    """Position -> resized uint8 clip for one epoch of a plan (a map-style dataset)."""
 
     def __init__(self, plan: SamplePlan, paths: list[str], infos, epoch: int, input_size: int,
                  decoder: str = "auto", antialias: bool = False, known_bad: dict | None = None,
@@ -61,7 +69,7 @@ class PlanClips(Dataset):
             spec = self.plan.clip(self.epoch, position, found, self._shard)
             info = self.infos[spec.video]
             try:
-                clip = decode_clip(self.decoder, self.paths[spec.video], spec, info, self.input_size,
+                clip = resize_clip(self.decoder, self.paths[spec.video], spec, info, self.input_size,
                                    self.antialias)
             except BadVideo as e:
                 found[spec.video] = (e.reason, e.detail)
@@ -82,7 +90,8 @@ def collate(items: list[dict]) -> dict:
 
 
 class CpuBackend:
-    """Batches of one epoch from ``start_step``: dicts with a (B, T, 3, S, S) float32 'video'."""
+    """Batches of one epoch from ``start_step``: dicts with a (B, T, 3, S, S) uint8 'video' (resized;
+    ``augment.finish_batch`` of it and its 'specs' is the normalised clip)."""
     name = "cpu"
 
     def __init__(self, plan: SamplePlan, paths: list[str], infos, input_size: int, num_workers: int = 4,

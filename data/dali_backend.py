@@ -204,9 +204,10 @@ class DaliBackend:
             # per-frame maxima of the decoded frames: an all-zero frame is checked against the CPU decoder
             peaks = fn.reductions.max(video, axes=[1, 2, 3])
             video = fn.slice(video, anchor, shape, axis_names="HW")
+            # resized to whole levels (uint8), as the CPU backend's clips
             video = fn.resize(video, size=[size, size], interp_type=types.INTERP_LINEAR, antialias=antialias,
-                              dtype=types.FLOAT)
-            video = fn.coord_transform(video, M=mat, T=off)
+                              dtype=types.UINT8)
+            video = fn.coord_transform(video, M=mat, T=off, dtype=types.FLOAT)
             video = dmath.clamp(video, 0.0, 255.0)
             return fn.crop_mirror_normalize(video, mean=list(PIXEL_MEAN), std=list(PIXEL_STD),
                                             output_layout="FCHW", dtype=types.FLOAT), peaks

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from .augment import finish_batch
 from .bad_videos import BadEvent, BadVideoLog, bad_limit
 from .dataset import VideoDataset
 from .mixup import mix_batch, smooth_one_hot
@@ -77,6 +78,8 @@ class VideoLoader:
                 if self.plan.num_frames[spec.video] < self.plan.s.frames:
                     self.bad_log.short_repeated.add(spec.video)
             video = raw["video"].to(self.device, non_blocking=True)
+            if video.dtype == torch.uint8:  # resized clips (CPU backend): colour, normalise, erase here
+                video = finish_batch(video, specs)
             label = raw["label"].to(self.device, non_blocking=True)
             if self.mix:
                 video, target = mix_batch(video, label, self.plan.mix(epoch, self.step), self.num_classes,

@@ -39,6 +39,25 @@ def test_frame_indices_through_painted_patterns(backend, video, mode):
     assert checked == (4 if mode == "train" else 4 * 12)
 
 
+def test_cpu_workers_send_uint8_clips_that_the_loader_finishes():
+    """The CPU backend's workers send resized uint8 clips (a quarter of float32's bytes); the loader's
+    colour / normalisation / rotation / erasing of them equals the whole transform run on one clip."""
+    from ila_fast.data.cpu_backend import decode_clip
+    from ila_fast.data.decode import make_decoder
+
+    loader = loader_for(["painted_h264", "rotated", "vfr", "odd_size"], "cpu", "train", num_workers=1,
+                        color_jitter_p=1.0, erasing_p=1.0, mixup_alpha=0.0, cutmix_alpha=0.0)
+    raw = next(iter(loader.backend.epoch(0)))
+    assert raw["video"].dtype == torch.uint8 and raw["video"].shape[1:] == (T, 3, S, S)
+    batch = next(iter(loader))
+    dec = make_decoder(loader.backend.decoder)
+    for clip, spec in zip(batch.video, batch.specs):
+        info = loader.backend.infos[spec.video]
+        alone = decode_clip(dec, loader.backend.paths[spec.video], spec, info, S, False)
+        assert torch.equal(clip, alone), spec.video
+    assert any(s.quarter_turns for s in batch.specs) and all(s.augment.erase for s in batch.specs)
+
+
 @pytest.mark.parametrize("video", ["painted_vp9", "painted_h264", "vfr", "odd_size", "rotated"])
 def test_torchcodec_frame_indices(video):
     from ila_fast.data.decode import torchcodec_available
@@ -91,7 +110,7 @@ def test_cpu_and_dali_agree_with_every_augmentation():
     diff = torch.cat(diffs)
     print(f"\nCPU vs DALI(cpu), 0-255 levels: max {diff.max():.3f}, mean {diff.mean():.4f}, "
           f"p99.9 {diff.quantile(0.999):.3f}")
-    assert diff.max() <= 3.0 and diff.mean() <= 0.05  # measured: max 1.64, mean 0.003
+    assert diff.max() <= 3.0 and diff.mean() <= 0.05  # measured: max 1.85, mean 0.002
 
 
 @pytest.mark.parametrize("backend", ["cpu", "dali"])

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from ila_fast.data.augment import color_affine, hsv_matrix, yuv420_to_rgb
+from ila_fast.data.augment import color_affine, hsv_matrix, yuv420_to_rgb_planes
 from ila_fast.data.dataset import VideoDataset, read_labels
 from ila_fast.data.mixup import mix_batch, smooth_one_hot, soft_target_cross_entropy
 from ila_fast.data.plan import AugmentParams, MixSpec
@@ -48,10 +48,10 @@ def test_colour_maths():
     assert np.allclose(m @ np.full(3, 128.0) + t, 128.0, atol=0.1)
     # BT.601 limited range: black, white, and a saturated red
     y, u, v = (np.array(c, np.uint8).reshape(1, 1, 1).repeat(2, 1).repeat(2, 2) for c in (16, 128, 128))
-    assert (yuv420_to_rgb(y, u[:, :1, :1], v[:, :1, :1]) == 0).all()
-    red = yuv420_to_rgb(np.full((1, 2, 2), 81, np.uint8), np.full((1, 1, 1), 90, np.uint8),
-                        np.full((1, 1, 1), 240, np.uint8))
-    assert np.abs(red[0, 0, 0].astype(int) - [255, 0, 0]).max() <= 2
+    assert (yuv420_to_rgb_planes(y, u[:, :1, :1], v[:, :1, :1]) == 0).all()
+    red = yuv420_to_rgb_planes(np.full((1, 2, 2), 81, np.uint8), np.full((1, 1, 1), 90, np.uint8),
+                               np.full((1, 1, 1), 240, np.uint8))
+    assert red.shape == (1, 3, 2, 2) and np.abs(red[0, :, 0, 0].numpy() - [255, 0, 0]).max() <= 2
 
 
 def test_synthetic_pairs_differ_only_in_time_order():

@@ -203,3 +203,19 @@ def test_fused_colour_and_normalisation_matches_the_two_steps_in_float64():
     for aug in (AugmentParams(), AugmentParams(1.3, 0.7, 1.15, 30.0), AugmentParams(0.8, 1.2, 1.0, -12.0, True)):
         ref = normalize(apply_color(x.double(), aug))
         assert torch.allclose(color_normalize(x, aug).double(), ref, atol=1e-5), aug
+
+
+def test_batched_colour_gives_each_clip_its_own_map_from_uint8():
+    """The loader's one call for a batch of uint8 clips = each clip's two steps in float64."""
+    import torch
+    from ila_fast.data.augment import apply_color, color_normalize_batch, normalize
+    from ila_fast.data.plan import AugmentParams
+
+    video = torch.randint(0, 256, (3, 2, 3, 11, 13), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    augs = [AugmentParams(1.3, 0.7, 1.15, 30.0), AugmentParams(), AugmentParams(0.8, 1.2, 1.0, -12.0, True)]
+    out = color_normalize_batch(video, augs)
+    assert out.dtype == torch.float32 and out.shape == video.shape
+    for clip, aug, got in zip(video, augs, out):
+        ref = normalize(apply_color(clip.double(), aug))
+        assert torch.allclose(got.double(), ref, atol=1e-5), aug
+    assert not torch.allclose(out[0], out[1])  # not one map for all
