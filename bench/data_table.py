@@ -255,6 +255,28 @@ class _Finished:
         return {"video": finish_batch(raw["video"], raw["specs"])}
 
 
+RATIOS = ("vs_official", "vs_released", "vs_cpu_default")
+
+
+def _median_rows(rounds: list[list[dict]]) -> list[dict]:
+    """One row per pipeline from several rounds of the same rows: median rates and ratios (each round's
+    ratio compares pipelines measured minutes apart, not the whole run apart), the ratios' range, the
+    largest peak RSS."""
+    out = []
+    for same in zip(*rounds):
+        row = dict(same[0], rounds=len(same))
+        for key in ("clips_per_s", "clips_per_cpu_s", *RATIOS):
+            values = [r[key] for r in same if r.get(key) is not None]
+            if values:
+                row[key] = float(np.median(values))
+                if key in RATIOS:
+                    row[key + "_range"] = (min(values), max(values))
+        peaks = [r["worker_peak_mb"] for r in same if r.get("worker_peak_mb")]
+        row["worker_peak_mb"] = max(peaks) if peaks else None
+        out.append(row)
+    return out
+
+
 def _measure(args) -> list[dict]:
     from ila_fast.data.cpu_backend import CpuBackend
     from ila_fast.data.dali_backend import dali_available
@@ -267,6 +289,14 @@ def _measure(args) -> list[dict]:
     lists = {gop: _make_data(folder, "h264", args.videos, args.frames, (w, h), gop) for gop in gops}
     vp9_list = _make_data(folder, "vp9", args.videos, args.frames, (w, h), gops[0])
     baseline_missing = official_style_missing()
+    if not baseline_missing:  # imported before any timing (in-process rows would pay them; forked workers not)
+        from ila_fast.compat import guard_torchvision
+
+        guard_torchvision()
+        import cv2  # noqa: F401
+        import decord  # noqa: F401
+        import torchvision.transforms  # noqa: F401
+        from PIL import Image  # noqa: F401
     rows = []
     repeat = max(1, -(-(args.clips + 2 * args.batch_size) // args.videos))
 
@@ -276,43 +306,49 @@ def _measure(args) -> list[dict]:
         return dict(backend="cpu", decoder="pyav", variant=label, codec="h264", gop=gop, workers=nw, device="cpu",
                     **_rate(backend.epoch(0), args.clips))
 
+    def cell(gi, gop, nw, ds, plan, paths) -> list[dict]:
+        """The rows of one (GOP, workers) cell: the baselines, the CPU default, and at the first GOP the levers."""
+        out, official = [], None
+        if baseline_missing:
+            out.append(dict(backend="official-style (decord + cv2)", decoder="decord", variant="baseline",
+                            codec="h264", gop=gop, workers=nw, device="cpu", clips_per_s=float("nan"),
+                            clips_per_cpu_s=float("nan"), skipped=baseline_missing))
+        else:
+            loader = torch.utils.data.DataLoader(_OfficialStyleClips(plan, paths, args.input_size),
+                                                 batch_size=args.batch_size, num_workers=nw,
+                                                 prefetch_factor=4 if nw else None)
+            official = _rate(iter(loader), args.clips)
+            out.append(dict(backend="official-style (decord + cv2)", decoder="decord", variant="baseline",
+                            codec="h264", gop=gop, workers=nw, device="cpu", **official))
+            loader = torch.utils.data.DataLoader(_OfficialStyleClips(plan, paths, args.input_size, released=True),
+                                                 batch_size=args.batch_size, num_workers=nw,
+                                                 prefetch_factor=4 if nw else None)
+            released = _rate(iter(loader), args.clips)
+            out.append(dict(backend="official as released (decord per frame + PIL colour)", decoder="decord",
+                            variant="baseline", codec="h264", gop=gop, workers=nw, device="cpu", **released))
+        row = cpu_row(plan, paths, ds, nw, "default", gop)
+        row["vs_official"] = row["clips_per_cpu_s"] / official["clips_per_cpu_s"] if official else None
+        row["vs_released"] = row["clips_per_cpu_s"] / released["clips_per_cpu_s"] if official else None
+        out.append(row)
+        default = row["clips_per_cpu_s"]
+        if gi == 0 and nw == max(1, min(x for x in workers if x > 0) if any(workers) else 0):
+            backend = CpuBackend(plan, paths, ds.infos, args.input_size, num_workers=nw, decoder="pyav")
+            finished = dict(backend="cpu", decoder="pyav", variant="finished on this CPU", codec="h264",
+                            gop=gop, workers=nw, device="cpu", **_rate(_Finished(backend.epoch(0)), args.clips))
+            finished["vs_official"] = finished["clips_per_cpu_s"] / official["clips_per_cpu_s"] if official else None
+            out.append(finished)
+            for label, options in LEVERS.items():
+                lever = cpu_row(plan, paths, ds, nw, label, gop, options)
+                lever["vs_cpu_default"] = lever["clips_per_cpu_s"] / default
+                out.append(lever)
+        return out
+
     for gi, gop in enumerate(gops):
         ds, plan, _ = _plan(lists[gop], args, repeat)
         paths = [ds.full_path(i) for i in range(len(ds))]
         for nw in workers:
-            official = None
-            if baseline_missing:
-                rows.append(dict(backend="official-style (decord + cv2)", decoder="decord", variant="baseline",
-                                 codec="h264", gop=gop, workers=nw, device="cpu", clips_per_s=float("nan"),
-                                 clips_per_cpu_s=float("nan"), skipped=baseline_missing))
-            else:
-                loader = torch.utils.data.DataLoader(_OfficialStyleClips(plan, paths, args.input_size),
-                                                     batch_size=args.batch_size, num_workers=nw,
-                                                     prefetch_factor=4 if nw else None)
-                official = _rate(iter(loader), args.clips)
-                rows.append(dict(backend="official-style (decord + cv2)", decoder="decord", variant="baseline",
-                                 codec="h264", gop=gop, workers=nw, device="cpu", **official))
-                loader = torch.utils.data.DataLoader(_OfficialStyleClips(plan, paths, args.input_size, released=True),
-                                                     batch_size=args.batch_size, num_workers=nw,
-                                                     prefetch_factor=4 if nw else None)
-                released = _rate(iter(loader), args.clips)
-                rows.append(dict(backend="official as released (decord per frame + PIL colour)", decoder="decord",
-                                 variant="baseline", codec="h264", gop=gop, workers=nw, device="cpu", **released))
-            row = cpu_row(plan, paths, ds, nw, "default", gop)
-            row["vs_official"] = row["clips_per_cpu_s"] / official["clips_per_cpu_s"] if official else None
-            row["vs_released"] = row["clips_per_cpu_s"] / released["clips_per_cpu_s"] if official else None
-            rows.append(row)
-            default = row["clips_per_cpu_s"]
-            if gi == 0 and nw == max(1, min(x for x in workers if x > 0) if any(workers) else 0):
-                backend = CpuBackend(plan, paths, ds.infos, args.input_size, num_workers=nw, decoder="pyav")
-                finished = dict(backend="cpu", decoder="pyav", variant="finished on this CPU", codec="h264",
-                                gop=gop, workers=nw, device="cpu", **_rate(_Finished(backend.epoch(0)), args.clips))
-                finished["vs_official"] = finished["clips_per_cpu_s"] / official["clips_per_cpu_s"] if official else None
-                rows.append(finished)
-                for label, options in LEVERS.items():
-                    lever = cpu_row(plan, paths, ds, nw, label, gop, options)
-                    lever["vs_cpu_default"] = lever["clips_per_cpu_s"] / default
-                    rows.append(lever)
+            # rounds alternate the pipelines, so a machine that slows down for a while skews no one row
+            rows.extend(_median_rows([cell(gi, gop, nw, ds, plan, paths) for _ in range(args.rounds)]))
     if dali_available():
         from ila_fast.data.dali_backend import DaliBackend
 
@@ -354,14 +390,22 @@ def format_table(rows: list[dict], args) -> str:
             f"videos {size}, {args.frames} frames, H.264 with B-frames; {os.cpu_count()} CPU cores, "
             "one thread per worker)")
     lines = [head, "Ratios compare clips per CPU second (this process and its workers), which other jobs on a "
-                   "shared machine do not skew; clips/s is wall time, worker start included.", "",
+                   "shared machine skew less than wall time; clips/s is wall time, worker start included. "
+                   f"Each row: the median of {args.rounds} round(s) that alternate the pipelines "
+                   "(the ratios' range in brackets).", "",
              "| backend | variant | codec | GOP | workers | clips/s | clips/CPU-s | ratio | worker peak RSS |",
              "|---|---|---|---|---|---|---|---|---|"]
+    def spread(r, key):
+        low, high = r.get(key + "_range") or (None, None)
+        return f" ({low:.2f}-{high:.2f})" if low is not None and r.get("rounds", 1) > 1 else ""
+
     for r in rows:
-        ratio = r.get("vs_official") if r.get("vs_official") is not None else r.get("vs_cpu_default")
-        kind = " vs official-style" if r.get("vs_official") is not None else " vs cpu default" if ratio else ""
+        key = "vs_official" if r.get("vs_official") is not None else "vs_cpu_default"
+        ratio = r.get(key)
+        kind = " vs official-style" if key == "vs_official" else " vs cpu default" if ratio else ""
+        kind = spread(r, key) + kind
         if r.get("vs_released") is not None:
-            kind += f", {r['vs_released']:.2f}x vs as released"
+            kind += f", {r['vs_released']:.2f}x{spread(r, 'vs_released')} vs as released"
         ok = r["clips_per_s"] == r["clips_per_s"]
         rate = f"{r['clips_per_s']:.1f}" if ok else f"skipped: {r.get('skipped')}"
         per_cpu = f"{r['clips_per_cpu_s']:.1f}" if r.get("clips_per_cpu_s") == r.get("clips_per_cpu_s") else "-"

@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gops", type=_checked(int_list), default="16,250",
                         help="key-frame intervals of the H.264 videos (the first one also for the lever rows)")
     parser.add_argument("--clips", type=positive_int, default=96, help="clips timed per row (start-up included)")
+    parser.add_argument("--rounds", type=positive_int, default=3,
+                        help="rounds of every (GOP, workers) cell, alternating the pipelines; rows give medians")
     parser.add_argument("--batch-size", type=positive_int, default=8, help="clips per batch")
     parser.add_argument("--frames-per-clip", type=positive_int, default=8, help="frames per clip (T)")
     parser.add_argument("--input-size", type=positive_int, default=224, help="clip side in pixels")
