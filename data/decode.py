@@ -126,9 +126,11 @@ class PyAVDecoder:
         stream at every open, up to 7, to find how many frames the decoder must hold back for
         reordering: at 340x256 that is most of an open's cost, and more of a clip's cost at larger
         sizes. Where the container's header declares the streams, the probe has already found
-        that depth, so the stream probe is told not to decode and the depth is set directly."""
+        that depth, so the stream probe is told not to decode and the depth is set directly; and
+        not to read on for 5 s of packets looking for what only decoding tells (the pixel format)."""
         if self.fast_open and info.container in FAST_OPEN_CONTAINERS and info.reorder_depth >= 0:
-            return self.av.open(path, options={"skip_frame": "all"}, metadata_errors="ignore"), True
+            return self.av.open(path, options={"skip_frame": "all"}, container_options={"analyzeduration": "1"},
+                                metadata_errors="ignore"), True
         return self.av.open(path, metadata_errors="ignore"), False
 
     def decode(self, path: str, indices, info: VideoInfo, crop=None, out_size: int | None = None,
