@@ -437,6 +437,13 @@ def run(args) -> int:
                 "cpu_cores": os.cpu_count(), "torch": torch.__version__, "pyav": av.__version__,
                 "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
         meta["load_average_after"] = os.getloadavg()  # other jobs on a shared machine skew the rates
+        try:
+            import subprocess
+
+            meta["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                            cwd=Path(__file__).parent, timeout=10).stdout.strip() or None
+        except (OSError, subprocess.SubprocessError):
+            meta["commit"] = None
         for module in ("decord", "cv2", "torchcodec"):
             try:
                 meta[module] = __import__(module).__version__
