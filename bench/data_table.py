@@ -348,7 +348,8 @@ def _measure(args) -> list[dict]:
         paths = [ds.full_path(i) for i in range(len(ds))]
         for nw in workers:
             # rounds alternate the pipelines, so a machine that slows down for a while skews no one row
-            rows.extend(_median_rows([cell(gi, gop, nw, ds, plan, paths) for _ in range(args.rounds)]))
+            rounds = getattr(args, "rounds", 1)
+            rows.extend(_median_rows([cell(gi, gop, nw, ds, plan, paths) for _ in range(rounds)]))
     if dali_available():
         from ila_fast.data.dali_backend import DaliBackend
 
@@ -391,7 +392,7 @@ def format_table(rows: list[dict], args) -> str:
             "one thread per worker)")
     lines = [head, "Ratios compare clips per CPU second (this process and its workers), which other jobs on a "
                    "shared machine skew less than wall time; clips/s is wall time, worker start included. "
-                   f"Each row: the median of {args.rounds} round(s) that alternate the pipelines "
+                   f"Each row: the median of {getattr(args, 'rounds', 1)} round(s) that alternate the pipelines "
                    "(the ratios' range in brackets).", "",
              "| backend | variant | codec | GOP | workers | clips/s | clips/CPU-s | ratio | worker peak RSS |",
              "|---|---|---|---|---|---|---|---|---|"]
