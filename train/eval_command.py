@@ -110,14 +110,6 @@ def check_names(names, num_classes: int, checkpoint, names_from: str | None) -> 
                         f"has {num_classes}")
 
 
-def class_names_for(cfg) -> list[str] | None:
-    """Class names from model.class_names or data.labels (None: those stored with the weights)."""
-    from ila_fast.data import read_labels
-
-    source = cfg.model.class_names or cfg.data.labels
-    return read_labels(source) if source else None
-
-
 def require_names(model, source: str) -> None:
     """A text head cannot classify without its class names."""
     from ila_fast.errors import UserError
@@ -148,7 +140,7 @@ def run(args) -> int:
 
         raise UserError(f"{args.config}: data.val_list is not set; give it (or --set data.val_list=PATH)")
 
-    from ila_fast.data import build_loader
+    from ila_fast.data import build_loader, read_labels
 
     from .distributed import DistEnv, setup_distributed, teardown_distributed
     from .evaluate import evaluate, format_table, write_confusion
@@ -156,8 +148,8 @@ def run(args) -> int:
     env = setup_distributed(DistEnv.from_environ(), cfg.train.dist_timeout_s)
     try:
         device = env.device()
-        model, description = load_model(args.checkpoint, cfg.model, class_names_for(cfg),
-                                        cfg.model.class_names or cfg.data.labels)
+        labels = cfg.model.class_names or cfg.data.labels  # none: the names stored with the weights
+        model, description = load_model(args.checkpoint, cfg.model, read_labels(labels) if labels else None, labels)
         require_names(model, description)
         names = model.class_names
         model.to(device)
