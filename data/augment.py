@@ -60,34 +60,61 @@ def is_identity_color(aug: AugmentParams) -> bool:
 
 # ---------------------------------------------------------------- decoding helper
 
+def upsample_chroma_x16(planes: torch.Tensor) -> torch.Tensor:
+    """(T, C, h, w) uint8 chroma -> (T, C, 2h, 2w) int16 holding 16 x its bilinear 2x upsample
+    (half-pixel centres, edges clamped), exactly: the weights are 3/4 and 1/4 in each direction, so
+    every value is (9a + 3b + 3c + d) / 16 and fits int16 (half the memory traffic of float)."""
+    x = planes.to(torch.int16)
+    t, c, h, w = x.shape
+    x3 = x * 3
+    wide = torch.empty((t, c, h, w, 2), dtype=torch.int16)  # (..., column, even / odd output column)
+    torch.add(x3[..., 1:], x[..., :-1], out=wide[..., 1:, 0])
+    torch.add(x3[..., :-1], x[..., 1:], out=wide[..., :-1, 1])
+    torch.mul(x[..., 0], 4, out=wide[..., 0, 0])
+    torch.mul(x[..., -1], 4, out=wide[..., -1, 1])
+    wide = wide.view(t, c, h, 2 * w)
+    w3 = wide * 3
+    tall = torch.empty((t, c, h, 2, 2 * w), dtype=torch.int16)
+    torch.add(w3[:, :, 1:], wide[:, :, :-1], out=tall[:, :, 1:, 0])
+    torch.add(w3[:, :, :-1], wide[:, :, 1:], out=tall[:, :, :-1, 1])
+    torch.mul(wide[:, :, 0], 4, out=tall[:, :, 0, 0])
+    torch.mul(wide[:, :, -1], 4, out=tall[:, :, -1, 1])
+    return tall.view(t, c, 2 * h, 2 * w)
+
+
 def yuv420_to_rgb_planes(y: np.ndarray, u: np.ndarray, v: np.ndarray, full_range: bool = False,
-                         bt709: bool = False) -> torch.Tensor:
-    """(T, H, W) luma and (T, ceil(H/2), ceil(W/2)) chroma planes -> (T, 3, H, W) float32 RGB in
-    whole levels 0..255 (rounded and clamped as a uint8 decoder output is, kept in float and planar
-    because the resize that follows wants exactly that: no interleave, no round trip through uint8).
+                         bt709: bool = False, box=None) -> torch.Tensor:
+    """(T, H, W) luma and (T, ceil(H/2), ceil(W/2)) chroma planes -> (T, 3, h, w) float32 RGB in
+    whole levels 0..255 of the luma box ``box`` = (x, y, w, h) (None: all), rounded and clamped as a
+    uint8 decoder output is, kept in float because the resize that follows wants exactly that.
+    The result is channels-last in memory (the layout PyTorch's CPU resize is fastest on), so
+    the resize reads it without a copy.
 
     Chroma is upsampled bilinearly (half-pixel centres) and BT.601 limited range is assumed
     unless told otherwise: this is what DALI's decoder does, so the CPU backend decodes to
-    the same pixels (within 1 level) instead of swscale's slightly different conversion.
+    the same pixels (within 1 level) instead of swscale's slightly different conversion. The
+    planes' edges are the frame's edges for that upsampling: a box inside them gets the
+    interpolation from its neighbours.
     """
-    t, h, w = y.shape
-    ys = torch.from_numpy(y).float()
-    uv = torch.from_numpy(np.stack([u, v], 1)).float()  # (T, 2, h2, w2)
-    uv = F.interpolate(uv, size=(uv.shape[-2] * 2, uv.shape[-1] * 2), mode="bilinear", align_corners=False)
-    uv = uv[..., :h, :w].sub_(128.0)
+    t, hh, ww = y.shape
+    bx, by, bw, bh = box if box is not None else (0, 0, ww, hh)
+    uv = upsample_chroma_x16(torch.from_numpy(np.stack([u, v], 1)))[..., by:by + bh, bx:bx + bw]
+    uv = uv.sub(2048).float()  # 16 x (chroma - 128), exact
     cu, cv = uv[:, 0], uv[:, 1]
+    ys = torch.from_numpy(y[:, by:by + bh, bx:bx + bw]).float()
     kr, kb = (0.2126, 0.0722) if bt709 else (0.299, 0.114)
     kg = 1.0 - kr - kb
     if full_range:
         cs = 1.0
     else:
         ys, cs = ys.sub_(16.0).mul_(255.0 / 219.0), 255.0 / 224.0
-    rgb = torch.empty((t, 3, h, w), dtype=torch.float32)
-    r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+    cs /= 16.0  # chroma is held x16: a power of two, so every product rounds as it would unscaled
+    rgb = torch.empty((t, bh, bw, 3), dtype=torch.float32)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     torch.add(ys, cv, alpha=cs * 2 * (1 - kr), out=r)
     torch.add(ys, cu, alpha=-cs * (2 * kb * (1 - kb) / kg), out=g).add_(cv, alpha=-cs * (2 * kr * (1 - kr) / kg))
     torch.add(ys, cu, alpha=cs * 2 * (1 - kb), out=b)
-    return rgb.round_().clamp_(0, 255)
+    return rgb.round_().clamp_(0, 255).permute(0, 3, 1, 2)
 
 
 # ---------------------------------------------------------------- step 1 (CPU backend)
@@ -95,18 +122,20 @@ def yuv420_to_rgb_planes(y: np.ndarray, u: np.ndarray, v: np.ndarray, full_range
 def crop_resize(frames: torch.Tensor, raw_box, size: int, antialias: bool = False,
                 planar: bool = False) -> torch.Tensor:
     """(T, H, W, 3) uint8 (``planar``: (T, 3, H, W) float in whole levels) -> (T, 3, size, size)
-    float32 in whole levels 0..255."""
+    float32 in whole levels 0..255, channels-last in memory."""
     x, y, w, h = raw_box
     if planar:
         clip = frames[:, :, y:y + h, x:x + w].float()
     else:
         clip = frames[:, y:y + h, x:x + w].permute(0, 3, 1, 2).float()
     if clip.shape[-2:] == (size, size):
-        return clip.contiguous()
-    # PyTorch's CPU bilinear resize is ~2.4x faster on channels-last input than on planar
+        return clip.contiguous(memory_format=torch.channels_last)
+    # PyTorch's CPU bilinear resize is ~2.4x faster on channels-last input than on planar (the
+    # decoder's conversion already hands over channels-last: no copy then); the result keeps that
+    # layout, and the batch's stack makes it planar when the clips are copied anyway
     clip = clip.contiguous(memory_format=torch.channels_last)
     out = F.interpolate(clip, size=(size, size), mode="bilinear", align_corners=False, antialias=antialias)
-    return out.round_().contiguous()  # bilinear weights are positive: the result stays in 0..255
+    return out.round_()  # bilinear weights are positive: the result stays in 0..255
 
 
 # ---------------------------------------------------------------- steps 2-3 (on any device)

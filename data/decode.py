@@ -70,15 +70,15 @@ class _Region:
 
 
 def _to_rgb(regions: list[_Region]) -> torch.Tensor:
-    """(T, 3, h, w) float32 RGB in whole levels of the regions (same box; one conversion when all are alike)."""
+    """(T, 3, h, w) float32 RGB in whole levels of the regions (same box; one conversion when all are
+    alike; channels-last in memory then)."""
     first = regions[0]
     x, y, w, h = first.box
     if first.rgb is None and all(r.rgb is None and r.kind == first.kind and r.planes[0].shape ==
                                  first.planes[0].shape for r in regions):
         ys, us, vs = (np.stack([r.planes[p] for r in regions]) for p in range(3))
-        rgb = yuv420_to_rgb_planes(ys, us, vs, full_range=first.kind[0], bt709=first.kind[1])
-        ox, oy = x - first.origin[0], y - first.origin[1]
-        return rgb[:, :, oy:oy + h, ox:ox + w]
+        return yuv420_to_rgb_planes(ys, us, vs, full_range=first.kind[0], bt709=first.kind[1],
+                                    box=(x - first.origin[0], y - first.origin[1], w, h))
     return torch.stack([torch.from_numpy(r.rgb).permute(2, 0, 1).float() if r.rgb is not None else _to_rgb([r])[0]
                         for r in regions])
 
