@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Every check that needs a GPU, in one command, in under 8 minutes on one H100 / H200:
+# Every check that needs a GPU, in one command, in under 9 minutes on one H100 / H200:
 #   1. the kernel tests on the compiled kernels and `ila-fast bench kernels --check` (bench/gpu_kernels.sh)
-#   2. the DALI GPU tests (NVDEC), when DALI is importable
+#   2. the DALI GPU tests (NVDEC), when DALI is importable, and the CPU backend's crops finished on
+#      the GPU against the CPU's (tests/test_data_transport.py)
 #   3. `ila-fast bench train` at B/16 8f and L/14 8f (official-like vs eager / compiled / fused / +AC)
 #   4. 50 training steps of B/16 8f on synthetic videos: loss falls, nothing non-finite, checkpoint,
 #      resume on the GPU (bench/gpu_train_check.py)
@@ -16,7 +17,7 @@ PY=${PYTHON:-python}
 mkdir -p "$OUT"
 unset TRITON_INTERPRET
 export PYTHONUNBUFFERED=1
-T_KERNELS=${T_KERNELS:-200} T_DALI=${T_DALI:-40} T_BENCH=${T_BENCH:-130} T_TRAIN=${T_TRAIN:-110}
+T_KERNELS=${T_KERNELS:-200} T_DALI=${T_DALI:-40} T_DATA=${T_DATA:-30} T_BENCH=${T_BENCH:-130} T_TRAIN=${T_TRAIN:-110}
 
 if [ -d bench/wheelhouse ]; then
     "$PY" -m pip install -q --no-index --no-deps bench/wheelhouse/*.whl 2>&1 | tail -2
@@ -53,6 +54,7 @@ if "$PY" -c "import nvidia.dali" 2>/dev/null; then
 else
     STATUS[dali]="skipped: nvidia.dali not importable (the ~200 MB wheel exceeds one device call)"
 fi
+run_stage data_cuda "$T_DATA" "$PY" -m pytest -q -p no:cacheprovider tests/test_data_transport.py
 run_stage bench_train "$T_BENCH" "$PY" -m ila_fast.cli bench train --configs k400_b16_8f k400_l14_8f \
     --steps 5 --warmup 2 --save "$OUT/train.json"
 run_stage train_check "$T_TRAIN" "$PY" bench/gpu_train_check.py "$OUT/train_check"

@@ -67,14 +67,14 @@ def upsample_chroma_x16(planes: torch.Tensor) -> torch.Tensor:
     x = planes.to(torch.int16)
     t, c, h, w = x.shape
     x3 = x * 3
-    wide = torch.empty((t, c, h, w, 2), dtype=torch.int16)  # (..., column, even / odd output column)
+    wide = torch.empty((t, c, h, w, 2), dtype=torch.int16, device=x.device)  # (..., column, even / odd output column)
     torch.add(x3[..., 1:], x[..., :-1], out=wide[..., 1:, 0])
     torch.add(x3[..., :-1], x[..., 1:], out=wide[..., :-1, 1])
     torch.mul(x[..., 0], 4, out=wide[..., 0, 0])
     torch.mul(x[..., -1], 4, out=wide[..., -1, 1])
     wide = wide.view(t, c, h, 2 * w)
     w3 = wide * 3
-    tall = torch.empty((t, c, h, 2, 2 * w), dtype=torch.int16)
+    tall = torch.empty((t, c, h, 2, 2 * w), dtype=torch.int16, device=x.device)
     torch.add(w3[:, :, 1:], wide[:, :, :-1], out=tall[:, :, 1:, 0])
     torch.add(w3[:, :, :-1], wide[:, :, 1:], out=tall[:, :, :-1, 1])
     torch.mul(wide[:, :, 0], 4, out=tall[:, :, 0, 0])
@@ -82,9 +82,9 @@ def upsample_chroma_x16(planes: torch.Tensor) -> torch.Tensor:
     return tall.view(t, c, 2 * h, 2 * w)
 
 
-def yuv420_to_rgb_planes(y: np.ndarray, u: np.ndarray, v: np.ndarray, full_range: bool = False,
-                         bt709: bool = False, box=None) -> torch.Tensor:
-    """(T, H, W) luma and (T, ceil(H/2), ceil(W/2)) chroma planes -> (T, 3, h, w) float32 RGB in
+def yuv420_to_rgb_planes(y, u, v, full_range: bool = False, bt709: bool = False, box=None) -> torch.Tensor:
+    """(T, H, W) luma and (T, ceil(H/2), ceil(W/2)) chroma planes (uint8 arrays, or tensors on any
+    device: the result is there) -> (T, 3, h, w) float32 RGB in
     whole levels 0..255 of the luma box ``box`` = (x, y, w, h) (None: all), rounded and clamped as a
     uint8 decoder output is, kept in float because the resize that follows wants exactly that.
     The result is channels-last in memory (the layout PyTorch's CPU resize is fastest on), so
@@ -96,12 +96,13 @@ def yuv420_to_rgb_planes(y: np.ndarray, u: np.ndarray, v: np.ndarray, full_range
     planes' edges are the frame's edges for that upsampling: a box inside them gets the
     interpolation from its neighbours.
     """
+    y, u, v = (torch.as_tensor(p) for p in (y, u, v))
     t, hh, ww = y.shape
     bx, by, bw, bh = box if box is not None else (0, 0, ww, hh)
-    uv = upsample_chroma_x16(torch.from_numpy(np.stack([u, v], 1)))[..., by:by + bh, bx:bx + bw]
+    uv = upsample_chroma_x16(torch.stack([u, v], 1))[..., by:by + bh, bx:bx + bw]
     uv = uv.sub(2048).float()  # 16 x (chroma - 128), exact
     cu, cv = uv[:, 0], uv[:, 1]
-    ys = torch.from_numpy(y[:, by:by + bh, bx:bx + bw]).float()
+    ys = y[:, by:by + bh, bx:bx + bw].float()
     kr, kb = (0.2126, 0.0722) if bt709 else (0.299, 0.114)
     kg = 1.0 - kr - kb
     if full_range:
@@ -109,7 +110,7 @@ def yuv420_to_rgb_planes(y: np.ndarray, u: np.ndarray, v: np.ndarray, full_range
     else:
         ys, cs = ys.sub_(16.0).mul_(255.0 / 219.0), 255.0 / 224.0
     cs /= 16.0  # chroma is held x16: a power of two, so every product rounds as it would unscaled
-    rgb = torch.empty((t, bh, bw, 3), dtype=torch.float32)
+    rgb = torch.empty((t, bh, bw, 3), dtype=torch.float32, device=y.device)
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     torch.add(ys, cv, alpha=cs * 2 * (1 - kr), out=r)
     torch.add(ys, cu, alpha=-cs * (2 * kb * (1 - kb) / kg), out=g).add_(cv, alpha=-cs * (2 * kr * (1 - kr) / kg))

@@ -1,9 +1,17 @@
 """CPU backend: a torch Dataset / DataLoader that executes the SamplePlan with PyAV (or torchcodec).
 
-Worker processes decode, crop and resize (``resize_clip``) and send uint8 clips; the loader
-runs colour, normalisation, rotation and erasing on the device (``augment.finish_batch``). A
-video that fails is replaced inside the worker by the plan's next candidate, and the events
-travel back with the batch to the main process, which counts them (``BadVideoLog``).
+Worker processes decode. What they send depends on where the clips are finished (``transport``):
+
+* ``"raw"`` (training on a GPU): each clip's crop as decoded (``RawClip``: uint8 YUV 4:2:0 planes,
+  half the bytes of RGB); the loader converts, resizes, colours, normalises and erases on the GPU
+  (``finish``), so a worker spends its CPU on what only a CPU does here, entropy decoding;
+* ``"resized"`` (no GPU): workers also convert and resize (``resize_clip``) and send uint8 clips,
+  so that work runs in parallel; the loader runs colour, normalisation and erasing
+  (``augment.finish_batch``).
+
+Both give the same numbers (``tests/test_data_decode_levers.py``). A video that fails is replaced
+inside the worker by the plan's next candidate, and the events travel back with the batch to the
+main process, which counts them (``BadVideoLog``).
 """
 from __future__ import annotations
 
@@ -14,22 +22,53 @@ from .augment import crop_resize, finish_batch
 from .bad_videos import BadVideo
 from .plan import SamplePlan
 
+TRANSPORTS = ("raw", "resized")
 
-def resize_clip(decoder, path: str, spec, info, input_size: int, antialias: bool) -> torch.Tensor:
-    """The plan's clip of one video, cropped and resized on the CPU: (T, 3, S, S) uint8. The decoder
-    converts only the crop (scaled down in YUV first when much larger than the output, so memory
-    does not grow with the source resolution). Any failure is a BadVideo: never a crash, never a
-    clip of the wrong shape."""
+
+def raw_clip(decoder, path: str, spec, info, input_size: int):
+    """The plan's clip of one video as decoded: a RawClip of the crop (scaled down in YUV first when
+    much larger than the output, so memory does not grow with the source resolution). Any failure
+    is a BadVideo: never a crash, never a clip of the wrong shape."""
     try:
-        frames = decoder.decode(path, spec.frames, info, crop=spec.raw_crop, out_size=input_size, planar=True)
-        if frames.ndim != 4 or frames.shape[0] != len(spec.frames) or frames.shape[1] != 3:
-            raise BadVideo("decode_error", f"decoded frames of shape {tuple(frames.shape)}")
-        box = (0, 0, frames.shape[-1], frames.shape[-2])
-        return crop_resize(frames, box, input_size, antialias, planar=True).to(torch.uint8)
+        raw = decoder.decode_raw(path, spec.frames, info, crop=spec.raw_crop, out_size=input_size)
+        planes = raw.rgb if raw.rgb is not None else raw.y
+        x, y, w, h = raw.box
+        if (raw.num_frames != len(spec.frames) or w < 1 or h < 1 or x + w > planes.shape[-1]
+                or y + h > planes.shape[-2] or (raw.rgb is not None and raw.rgb.shape[1] != 3)):
+            raise BadVideo("decode_error", f"decoded {raw.num_frames} frames, crop {raw.box} of planes "
+                                           f"{tuple(planes.shape)}")
+        return raw
     except BadVideo:
         raise
     except Exception as e:  # noqa: BLE001 - any decoder failure is a bad video, never a crash
         raise BadVideo("decode_error", f"{type(e).__name__}: {str(e)[:160]}") from None
+
+
+def resize_raw(raw, input_size: int, antialias: bool) -> torch.Tensor:
+    """A RawClip, on its device -> (T, 3, S, S) float32 in whole levels: converted, then resized."""
+    rgb = raw.to_rgb()
+    return crop_resize(rgb, (0, 0, rgb.shape[-1], rgb.shape[-2]), input_size, antialias, planar=True)
+
+
+def resized_uint8(raw, input_size: int, antialias: bool) -> torch.Tensor:
+    """``resize_raw`` as the uint8 clip a worker sends (the values are whole levels); a failure is a BadVideo."""
+    try:
+        return resize_raw(raw, input_size, antialias).to(torch.uint8)
+    except Exception as e:  # noqa: BLE001 - never a crash in a worker
+        raise BadVideo("decode_error", f"{type(e).__name__}: {str(e)[:160]}") from None
+
+
+def resize_clip(decoder, path: str, spec, info, input_size: int, antialias: bool) -> torch.Tensor:
+    """The plan's clip of one video, cropped and resized on the CPU: (T, 3, S, S) uint8."""
+    return resized_uint8(raw_clip(decoder, path, spec, info, input_size), input_size, antialias)
+
+
+def finish_raw_batch(raws: list, specs: list, input_size: int, antialias: bool, device) -> torch.Tensor:
+    """RawClips of a batch -> (B, T, 3, S, S) float32 normalised clips on ``device``: conversion and
+    resize there, clip by clip (crops differ in size), then ``finish_batch``."""
+    device = torch.device(device)
+    clips = [resize_raw(r.to(device, non_blocking=True), input_size, antialias) for r in raws]
+    return finish_batch(torch.stack(clips), specs)
 
 
 def decode_clip(decoder, path: str, spec, info, input_size: int, antialias: bool) -> torch.Tensor:
@@ -42,8 +81,9 @@ class PlanClips(Dataset):
 
     def __init__(self, plan: SamplePlan, paths: list[str], infos, epoch: int, input_size: int,
                  decoder: str = "auto", antialias: bool = False, known_bad: dict | None = None,
-                 decoder_options: dict | None = None):
+                 decoder_options: dict | None = None, transport: str = "resized"):
         self.plan, self.paths, self.infos = plan, paths, infos
+        self.transport = transport
         self.decoder_options = dict(decoder_options or {})  # PyAVDecoder levers (threads, seek, skip_nonref)
         self.known_bad = dict(known_bad or {})  # found bad in earlier epochs: not tried again
         self.epoch, self.input_size, self.decoder_name, self.antialias = epoch, input_size, decoder, antialias
@@ -69,8 +109,9 @@ class PlanClips(Dataset):
             spec = self.plan.clip(self.epoch, position, found, self._shard)
             info = self.infos[spec.video]
             try:
-                clip = resize_clip(self.decoder, self.paths[spec.video], spec, info, self.input_size,
-                                   self.antialias)
+                clip = raw_clip(self.decoder, self.paths[spec.video], spec, info, self.input_size)
+                if self.transport == "resized":
+                    clip = resized_uint8(clip, self.input_size, self.antialias)
             except BadVideo as e:
                 found[spec.video] = (e.reason, e.detail)
                 continue
@@ -79,9 +120,11 @@ class PlanClips(Dataset):
 
 
 def collate(items: list[dict]) -> dict:
-    # default_collate stacks the clips straight into shared memory inside a worker (a plain
-    # torch.stack would be copied there once more to reach the main process)
-    return {"video": default_collate([it["video"] for it in items]),
+    # default_collate stacks resized clips straight into shared memory inside a worker (a plain
+    # torch.stack would be copied there once more to reach the main process); RawClips differ in
+    # size and travel as a list (their tensors through shared memory too)
+    clips = [it["video"] for it in items]
+    return {"video": default_collate(clips) if isinstance(clips[0], torch.Tensor) else clips,
             "label": torch.tensor([it["label"] for it in items], dtype=torch.long),
             "position": torch.tensor([it["position"] for it in items], dtype=torch.long),
             "view": torch.tensor([it["view"] for it in items], dtype=torch.long),
@@ -90,13 +133,17 @@ def collate(items: list[dict]) -> dict:
 
 
 class CpuBackend:
-    """Batches of one epoch from ``start_step``: dicts with a (B, T, 3, S, S) uint8 'video' (resized;
-    ``augment.finish_batch`` of it and its 'specs' is the normalised clip)."""
+    """Batches of one epoch from ``start_step``: dicts whose 'video' is a (B, T, 3, S, S) uint8 tensor
+    of resized clips (transport "resized") or a list of RawClips ("raw"); ``finish`` of it and the
+    batch's 'specs' is the normalised clip on a device."""
     name = "cpu"
 
     def __init__(self, plan: SamplePlan, paths: list[str], infos, input_size: int, num_workers: int = 4,
                  decoder: str = "auto", antialias: bool = False, pin_memory: bool = False,
-                 decoder_options: dict | None = None):
+                 decoder_options: dict | None = None, transport: str = "resized"):
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport {transport!r}: expected one of {TRANSPORTS}")
+        self.transport = transport
         self.plan, self.paths, self.infos = plan, paths, infos
         self.decoder_options = dict(decoder_options or {})
         self.input_size, self.num_workers, self.decoder = input_size, num_workers, decoder
@@ -111,7 +158,7 @@ class CpuBackend:
 
     def epoch(self, epoch: int, start_step: int = 0):
         dataset = PlanClips(self.plan, self.paths, self.infos, epoch, self.input_size, self.decoder,
-                            self.antialias, self.known_bad, self.decoder_options)
+                            self.antialias, self.known_bad, self.decoder_options, self.transport)
         batches = [list(self.plan.batch_positions(s)) for s in range(start_step, self.plan.steps_per_epoch)]
         if not batches:
             return iter(())
@@ -119,3 +166,9 @@ class CpuBackend:
                             pin_memory=self.pin_memory, persistent_workers=False,
                             prefetch_factor=4 if self.num_workers else None)
         return iter(loader)
+
+    def finish(self, video, specs, device) -> torch.Tensor:
+        """A batch's 'video' -> (B, T, 3, S, S) float32 normalised clips on ``device``."""
+        if isinstance(video, list):
+            return finish_raw_batch(video, specs, self.input_size, self.antialias, device)
+        return finish_batch(video.to(device, non_blocking=True), specs)

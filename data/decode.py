@@ -17,6 +17,7 @@ with B-frames, missing pts) are decoded from the start and their frames counted.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 
 import numpy as np
 import torch
@@ -46,7 +47,8 @@ def prescale_factor(crop_w: int, crop_h: int, out_size: int | None) -> float:
 class _Region:
     """The (x, y, w, h) box of one frame, kept as copied YUV 4:2:0 planes (with a one-chroma-sample
     margin, so the chroma interpolation at the box's edge is the full frame's) or as RGB for other
-    formats; ``_to_rgb`` converts the regions of a clip in one vectorised call."""
+    formats; ``_raw_clip`` gathers the regions of a clip, which ``RawClip.to_rgb`` converts in one
+    vectorised call."""
 
     def __init__(self, frame, box):
         x, y, w, h = box
@@ -69,18 +71,64 @@ class _Region:
                      int(getattr(frame, "colorspace", 0) or 0) == 1)
 
 
-def _to_rgb(regions: list[_Region]) -> torch.Tensor:
-    """(T, 3, h, w) float32 RGB in whole levels of the regions (same box; one conversion when all are
-    alike; channels-last in memory then)."""
+@dataclasses.dataclass
+class RawClip:
+    """The crop of a clip as decoded, before colour conversion and resize: YUV 4:2:0 planes
+    (uint8, with the margin the chroma interpolation needs; ``box`` is the crop inside them) or,
+    for other pixel formats, uint8 RGB of the crop. Small (a 4:2:0 crop is half the bytes of its
+    RGB) and convertible on any device: ``to_rgb`` gives, there, the frames ``decode(planar=True)``
+    gives on the CPU. Tensors inside travel through a DataLoader's shared memory as any do."""
+    box: tuple[int, int, int, int]      # (x, y, w, h) in luma pixels of the planes
+    y: torch.Tensor | None = None       # (T, H, W)
+    u: torch.Tensor | None = None       # (T, ceil(H/2), ceil(W/2))
+    v: torch.Tensor | None = None
+    rgb: torch.Tensor | None = None     # (T, 3, h, w): the crop itself, whole levels
+    full_range: bool = False
+    bt709: bool = False
+
+    @property
+    def num_frames(self) -> int:
+        return (self.rgb if self.rgb is not None else self.y).shape[0]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(w, h) of the crop."""
+        return self.box[2], self.box[3]
+
+    def _map(self, fn) -> "RawClip":
+        return dataclasses.replace(self, **{k: fn(getattr(self, k)) for k in ("y", "u", "v", "rgb")
+                                            if getattr(self, k) is not None})
+
+    def select(self, order: list[int]) -> "RawClip":
+        """The frames at these positions (repeats allowed)."""
+        return self._map(lambda t: t[order])
+
+    def to(self, device, non_blocking: bool = False) -> "RawClip":
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> "RawClip":  # DataLoader(pin_memory=True) calls this on objects that have it
+        return self._map(lambda t: t.pin_memory())
+
+    def to_rgb(self) -> torch.Tensor:
+        """(T, 3, h, w) float32 RGB in whole levels on the planes' device (channels-last when converted)."""
+        if self.rgb is not None:
+            return self.rgb.float()
+        return yuv420_to_rgb_planes(self.y, self.u, self.v, full_range=self.full_range, bt709=self.bt709,
+                                    box=self.box)
+
+
+def _raw_clip(regions: list[_Region]) -> RawClip:
+    """The regions of a clip (same box) as one RawClip: planes when all are alike, else RGB."""
     first = regions[0]
     x, y, w, h = first.box
     if first.rgb is None and all(r.rgb is None and r.kind == first.kind and r.planes[0].shape ==
                                  first.planes[0].shape for r in regions):
-        ys, us, vs = (np.stack([r.planes[p] for r in regions]) for p in range(3))
-        return yuv420_to_rgb_planes(ys, us, vs, full_range=first.kind[0], bt709=first.kind[1],
-                                    box=(x - first.origin[0], y - first.origin[1], w, h))
-    return torch.stack([torch.from_numpy(r.rgb).permute(2, 0, 1).float() if r.rgb is not None else _to_rgb([r])[0]
-                        for r in regions])
+        ys, us, vs = (torch.from_numpy(np.stack([r.planes[p] for r in regions])) for p in range(3))
+        return RawClip((x - first.origin[0], y - first.origin[1], w, h), ys, us, vs,
+                       full_range=first.kind[0], bt709=first.kind[1])
+    rgb = [torch.from_numpy(r.rgb).permute(2, 0, 1) if r.rgb is not None
+           else _raw_clip([r]).to_rgb()[0].to(torch.uint8) for r in regions]  # whole levels: exact in uint8
+    return RawClip((0, 0, w, h), rgb=torch.stack(rgb))
 
 
 def _frames(container, stream, needed_pts: set[int] | None, drain_after: set[int] | None = None):
@@ -142,22 +190,25 @@ class PyAVDecoder:
         down (its short side about that size); the caller resizes to the output anyway.
         Raises BadVideo when a frame cannot be delivered.
         """
+        rgb = self.decode_raw(path, indices, info, crop, out_size).to_rgb()
+        return rgb if planar else rgb.permute(0, 2, 3, 1).to(torch.uint8).contiguous().numpy()
+
+    def decode_raw(self, path: str, indices, info: VideoInfo, crop=None, out_size: int | None = None) -> RawClip:
+        """``decode`` before the colour conversion: the crop's planes as decoded (see RawClip)."""
         box = tuple(crop) if crop is not None else (0, 0, info.width, info.height)
         with ffmpeg_logs():
             try:
                 by_pts = info.index_by == "pts"
-                rgb = self._decode(path, indices, info, box, out_size, seek=self.seek and by_pts,
-                                   drain=self.drain and by_pts)
+                return self._decode(path, indices, info, box, out_size, seek=self.seek and by_pts,
+                                    drain=self.drain and by_pts)
             except BadVideo as first:
                 if first.detail.startswith("frame") and info.index_by == "pts":
                     # a seek that landed late or nowhere (MPEG-TS / PS), or a frame whose packet's pts
                     # differs from its own: decode from the start instead, without draining
-                    rgb = self._decode(path, indices, info, box, out_size, seek=False, drain=False)
-                else:
-                    raise
-        return rgb if planar else rgb.permute(0, 2, 3, 1).to(torch.uint8).contiguous().numpy()
+                    return self._decode(path, indices, info, box, out_size, seek=False, drain=False)
+                raise
 
-    def _decode(self, path: str, indices, info: VideoInfo, box, out_size, seek: bool, drain: bool) -> torch.Tensor:
+    def _decode(self, path: str, indices, info: VideoInfo, box, out_size, seek: bool, drain: bool) -> RawClip:
         av = self.av
         wanted = sorted(set(int(i) for i in indices))
         if wanted and (wanted[0] < 0 or wanted[-1] >= info.num_frames):
@@ -240,12 +291,12 @@ class PyAVDecoder:
                                        f"frame {target} of {info.num_frames} was not delivered", path)
         except av.error.FFmpegError as e:
             raise BadVideo("decode_error", ffmpeg_message(e), path) from None
-        rgb = _to_rgb([got[i] for i in wanted])
+        raw = _raw_clip([got[i] for i in wanted])
         order = [int(i) for i in indices]
         if order == wanted:
-            return rgb
+            return raw
         lookup = {i: k for k, i in enumerate(wanted)}
-        return rgb[[lookup[i] for i in order]]
+        return raw.select([lookup[i] for i in order])
 
 
 TORCHCODEC_CONTAINERS = frozenset({"mov", "matroska", "flv", "avi"})
@@ -261,14 +312,23 @@ class TorchCodecDecoder:
         self.threads = threads
         self._pyav = None
 
+    def decode_raw(self, path: str, indices, info: VideoInfo, crop=None, out_size: int | None = None) -> RawClip:
+        if info.index_by != "pts" or info.dali_issue or info.container not in TORCHCODEC_CONTAINERS:
+            return self._fallback().decode_raw(path, indices, info, crop, out_size)
+        rgb = torch.from_numpy(self.decode(path, indices, info, crop, out_size)).permute(0, 3, 1, 2)
+        return RawClip((0, 0, rgb.shape[-1], rgb.shape[-2]), rgb=rgb)
+
+    def _fallback(self) -> PyAVDecoder:
+        if self._pyav is None:
+            self._pyav = PyAVDecoder(self.threads)
+        return self._pyav
+
     def decode(self, path: str, indices, info: VideoInfo, crop=None, out_size: int | None = None,
                planar: bool = False) -> np.ndarray | torch.Tensor:
         # torchcodec's exact mode indexes frames as the rule does only in these containers (corpus tests:
         # MPEG-TS / PS fail), and not with untrusted timestamps or edit lists: PyAV decodes the rest
         if info.index_by != "pts" or info.dali_issue or info.container not in TORCHCODEC_CONTAINERS:
-            if self._pyav is None:
-                self._pyav = PyAVDecoder(self.threads)
-            return self._pyav.decode(path, indices, info, crop, out_size, planar)
+            return self._fallback().decode(path, indices, info, crop, out_size, planar)
         try:
             decoder = self.VideoDecoder(path, seek_mode="exact", dimension_order="NHWC",
                                         num_ffmpeg_threads=self.threads, stream_index=info.stream)

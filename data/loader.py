@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 
-from .augment import finish_batch
 from .bad_videos import BadEvent, BadVideoLog, bad_limit
 from .dataset import VideoDataset
 from .mixup import mix_batch, smooth_one_hot
@@ -77,9 +76,11 @@ class VideoLoader:
                     self.bad_log.record(BadEvent(video, reason, detail, spec.position))
                 if self.plan.num_frames[spec.video] < self.plan.s.frames:
                     self.bad_log.short_repeated.add(spec.video)
-            video = raw["video"].to(self.device, non_blocking=True)
-            if video.dtype == torch.uint8:  # resized clips (CPU backend): colour, normalise, erase here
-                video = finish_batch(video, specs)
+            video = raw["video"]
+            if isinstance(video, list) or video.dtype == torch.uint8:  # CPU backend: finished on the device
+                video = self.backend.finish(video, specs, self.device)
+            else:
+                video = video.to(self.device, non_blocking=True)
             label = raw["label"].to(self.device, non_blocking=True)
             if self.mix:
                 video, target = mix_batch(video, label, self.plan.mix(epoch, self.step), self.num_classes,
@@ -155,9 +156,12 @@ def build_loader(data_cfg, split: str, frames: int, input_size: int, num_classes
     elif backend == "cpu":
         from .cpu_backend import CpuBackend  # noqa: PLC0415
 
+        # on a GPU the workers only decode and the GPU converts and resizes; without one the
+        # workers resize too, in parallel, rather than the main process alone
+        on_gpu = torch.device(device).type == "cuda"
         impl = CpuBackend(plan, paths, dataset.infos, input_size, num_workers=data_cfg.num_workers,
-                          decoder=data_cfg.cpu_decoder, antialias=data_cfg.antialias,
-                          pin_memory=torch.device(device).type == "cuda")
+                          decoder=data_cfg.cpu_decoder, antialias=data_cfg.antialias, pin_memory=on_gpu,
+                          transport="raw" if on_gpu else "resized")
     else:
         raise ValueError(f"unknown data backend {backend!r}")
     return VideoLoader(impl, plan, bad_log, num_classes, device, data_cfg.label_smoothing)
