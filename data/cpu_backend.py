@@ -44,10 +44,18 @@ def raw_clip(decoder, path: str, spec, info, input_size: int):
         raise BadVideo("decode_error", f"{type(e).__name__}: {str(e)[:160]}") from None
 
 
+CHUNK_PIXELS = 1 << 20  # crop pixels converted at once: float32 RGB of at most ~12 MB besides the planes
+
+
 def resize_raw(raw, input_size: int, antialias: bool) -> torch.Tensor:
-    """A RawClip, on its device -> (T, 3, S, S) float32 in whole levels: converted, then resized."""
-    rgb = raw.to_rgb()
-    return crop_resize(rgb, (0, 0, rgb.shape[-1], rgb.shape[-2]), input_size, antialias, planar=True)
+    """A RawClip, on its device -> (T, 3, S, S) float32 in whole levels: converted, then resized, a few
+    frames at a time where the crop is large (the same numbers; memory bounded by CHUNK_PIXELS)."""
+    w, h = raw.size
+    step = max(1, CHUNK_PIXELS // max(1, w * h))
+    chunks = [raw if step >= raw.num_frames else raw.select(slice(i, i + step))
+              for i in range(0, raw.num_frames, step)]
+    out = [crop_resize(c.to_rgb(), (0, 0, w, h), input_size, antialias, planar=True) for c in chunks]
+    return out[0] if len(out) == 1 else torch.cat(out)
 
 
 def resized_uint8(raw, input_size: int, antialias: bool) -> torch.Tensor:

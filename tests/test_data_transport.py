@@ -146,3 +146,17 @@ def test_crops_finished_on_a_gpu_match_the_cpu(one_thread):
           f"share moved {(diff > 1e-3).float().mean():.5f}")
     assert diff.numel() == len(names) * T * 3 * S * S
     assert diff.max() <= 1.01 and (diff > 1e-3).float().mean() <= 0.005
+
+
+def test_large_crops_convert_a_few_frames_at_a_time_to_the_same_clip(monkeypatch, one_thread):
+    from ila_fast.data import cpu_backend
+
+    v = fixture_videos()
+    path = v["painted_h264"]
+    info = probe_video(path)
+    raw = PyAVDecoder().decode_raw(str(path), [0, 3, 3, 7, 12, 1, 9, 2], info, crop=(1, 2, 30, 27))
+    whole = cpu_backend.resize_raw(raw, S, False)
+    monkeypatch.setattr(cpu_backend, "CHUNK_PIXELS", 30 * 27 * 3)  # 3 frames a chunk: 3 + 3 + 2
+    chunked = cpu_backend.resize_raw(raw, S, False)
+    assert chunked.shape == whole.shape == (8, 3, S, S)
+    assert torch.equal(chunked, whole)
