@@ -85,7 +85,8 @@ def decode_clip(decoder, path: str, spec, info, input_size: int, antialias: bool
 
 
 class PlanClips(Dataset):
-    """Position -> resized uint8 clip for one epoch of a plan (a map-style dataset)."""
+    """Position -> the clip (resized uint8, or a RawClip: ``transport``) for one epoch of a plan (a
+    map-style dataset)."""
 
     def __init__(self, plan: SamplePlan, paths: list[str], infos, epoch: int, input_size: int,
                  decoder: str = "auto", antialias: bool = False, known_bad: dict | None = None,

@@ -131,8 +131,9 @@ def test_painted_indices_survive_the_device_finishing(one_thread):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="finishing crops on a GPU needs a GPU")
 def test_crops_finished_on_a_gpu_match_the_cpu(one_thread):
-    """The GPU's conversion and resize are the same float32 operations; only the resize's last bit may
-    differ (another kernel), which moves a pixel sitting exactly between two levels by one level."""
+    """The GPU's conversion and resize are the same float32 operations; only their last bit may differ
+    (other kernels, fused multiply-adds), which moves a value sitting exactly between two levels by one,
+    in the conversion and again in the resize: rare, and at most two levels."""
     from ila_fast.config import PIXEL_STD
 
     names = ["painted_h264", "rotated", "vfr", "odd_size", "motion_mjpeg", "motion_h264_0"] * 2
@@ -145,7 +146,7 @@ def test_crops_finished_on_a_gpu_match_the_cpu(one_thread):
     print(f"\nGPU-finished vs CPU-resized clips, 0-255 levels: max {diff.max():.3f}, "
           f"share moved {(diff > 1e-3).float().mean():.5f}")
     assert diff.numel() == len(names) * T * 3 * S * S
-    assert diff.max() <= 1.01 and (diff > 1e-3).float().mean() <= 0.005
+    assert diff.max() <= 2.01 and (diff > 1e-3).float().mean() <= 0.005
 
 
 def test_large_crops_convert_a_few_frames_at_a_time_to_the_same_clip(monkeypatch, one_thread):
