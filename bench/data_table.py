@@ -236,11 +236,11 @@ LEVERS = {
 
 
 class _Finished:
-    """The loader's finishing of uint8 clips (colour, normalisation, erasing), here on the CPU; the
+    """The loader's finishing of a backend's batches (``CpuBackend.finish``), here on the CPU; the
     wrapped iterator's workers stay visible to ``_worker_stats``."""
 
-    def __init__(self, raw_batches):
-        self.raw = raw_batches
+    def __init__(self, backend, raw_batches):
+        self.backend, self.raw = backend, raw_batches
 
     @property
     def _workers(self):
@@ -250,10 +250,8 @@ class _Finished:
         return self
 
     def __next__(self) -> dict:
-        from ila_fast.data.augment import finish_batch
-
         raw = next(self.raw)
-        return {"video": finish_batch(raw["video"], raw["specs"])}
+        return {"video": self.backend.finish(raw["video"], raw["specs"], "cpu")}
 
 
 RATIOS = ("vs_official", "vs_released", "vs_cpu_default")
@@ -315,18 +313,16 @@ def _measure(args) -> list[dict]:
                             codec="h264", gop=gop, workers=nw, device="cpu", clips_per_s=float("nan"),
                             clips_per_cpu_s=float("nan"), skipped=baseline_missing))
         else:
-            loader = torch.utils.data.DataLoader(_OfficialStyleClips(plan, paths, args.input_size),
-                                                 batch_size=args.batch_size, num_workers=nw,
-                                                 prefetch_factor=4 if nw else None)
-            official = _rate(iter(loader), args.clips)
-            out.append(dict(backend="official-style (decord + cv2)", decoder="decord", variant="baseline",
-                            codec="h264", gop=gop, workers=nw, device="cpu", **official))
-            loader = torch.utils.data.DataLoader(_OfficialStyleClips(plan, paths, args.input_size, released=True),
-                                                 batch_size=args.batch_size, num_workers=nw,
-                                                 prefetch_factor=4 if nw else None)
-            released = _rate(iter(loader), args.clips)
-            out.append(dict(backend="official as released (decord per frame + PIL colour)", decoder="decord",
-                            variant="baseline", codec="h264", gop=gop, workers=nw, device="cpu", **released))
+            rates = []
+            for name, as_released in (("official-style (decord + cv2)", False),
+                                      ("official as released (decord per frame + PIL colour)", True)):
+                loader = torch.utils.data.DataLoader(_OfficialStyleClips(plan, paths, args.input_size, as_released),
+                                                     batch_size=args.batch_size, num_workers=nw,
+                                                     prefetch_factor=4 if nw else None)
+                rates.append(_rate(iter(loader), args.clips))
+                out.append(dict(backend=name, decoder="decord", variant="baseline", codec="h264", gop=gop,
+                                workers=nw, device="cpu", **rates[-1]))
+            official, released = rates
         default = None
         for label, transport in (("default (GPU finishes)", "raw"), ("resized in workers", "resized")):
             row = cpu_row(plan, paths, ds, nw, label, gop, transport=transport)
@@ -338,7 +334,7 @@ def _measure(args) -> list[dict]:
             backend = CpuBackend(plan, paths, ds.infos, args.input_size, num_workers=nw, decoder="pyav",
                                  transport="resized")
             finished = dict(backend="cpu", decoder="pyav", variant="finished on this CPU", codec="h264",
-                            gop=gop, workers=nw, device="cpu", **_rate(_Finished(backend.epoch(0)), args.clips))
+                            gop=gop, workers=nw, device="cpu", **_rate(_Finished(backend, backend.epoch(0)), args.clips))
             finished["vs_official"] = finished["clips_per_cpu_s"] / official["clips_per_cpu_s"] if official else None
             out.append(finished)
             for label, options in LEVERS.items():

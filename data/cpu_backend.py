@@ -9,7 +9,7 @@ Worker processes decode. What they send depends on where the clips are finished 
   so that work runs in parallel; the loader runs colour, normalisation and erasing
   (``augment.finish_batch``).
 
-Both give the same numbers (``tests/test_data_decode_levers.py``). A video that fails is replaced
+Both give the same numbers (``tests/test_data_transport.py``). A video that fails is replaced
 inside the worker by the plan's next candidate, and the events travel back with the batch to the
 main process, which counts them (``BadVideoLog``).
 """
@@ -23,6 +23,11 @@ from .bad_videos import BadVideo
 from .plan import SamplePlan
 
 TRANSPORTS = ("raw", "resized")
+
+
+def _as_bad_video(e: Exception) -> BadVideo:
+    """Any failure while decoding or resizing a clip: a bad video, never a crash in a worker."""
+    return BadVideo("decode_error", f"{type(e).__name__}: {str(e)[:160]}")
 
 
 def raw_clip(decoder, path: str, spec, info, input_size: int):
@@ -40,8 +45,8 @@ def raw_clip(decoder, path: str, spec, info, input_size: int):
         return raw
     except BadVideo:
         raise
-    except Exception as e:  # noqa: BLE001 - any decoder failure is a bad video, never a crash
-        raise BadVideo("decode_error", f"{type(e).__name__}: {str(e)[:160]}") from None
+    except Exception as e:  # noqa: BLE001 - any decoder failure is a bad video
+        raise _as_bad_video(e) from None
 
 
 CHUNK_PIXELS = 1 << 20  # crop pixels converted at once: float32 RGB of at most ~12 MB besides the planes
@@ -62,8 +67,8 @@ def resized_uint8(raw, input_size: int, antialias: bool) -> torch.Tensor:
     """``resize_raw`` as the uint8 clip a worker sends (the values are whole levels); a failure is a BadVideo."""
     try:
         return resize_raw(raw, input_size, antialias).to(torch.uint8)
-    except Exception as e:  # noqa: BLE001 - never a crash in a worker
-        raise BadVideo("decode_error", f"{type(e).__name__}: {str(e)[:160]}") from None
+    except Exception as e:  # noqa: BLE001 - any resize failure is a bad video
+        raise _as_bad_video(e) from None
 
 
 def resize_clip(decoder, path: str, spec, info, input_size: int, antialias: bool) -> torch.Tensor:

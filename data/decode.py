@@ -315,8 +315,14 @@ class TorchCodecDecoder:
         self.threads = threads
         self._pyav = None
 
+    @staticmethod
+    def _pyav_decodes(info: VideoInfo) -> bool:
+        # torchcodec's exact mode indexes frames as the rule does only in these containers (corpus tests:
+        # MPEG-TS / PS fail), and not with untrusted timestamps or edit lists: PyAV decodes the rest
+        return info.index_by != "pts" or info.dali_issue or info.container not in TORCHCODEC_CONTAINERS
+
     def decode_raw(self, path: str, indices, info: VideoInfo, crop=None, out_size: int | None = None) -> RawClip:
-        if info.index_by != "pts" or info.dali_issue or info.container not in TORCHCODEC_CONTAINERS:
+        if self._pyav_decodes(info):
             return self._fallback().decode_raw(path, indices, info, crop, out_size)
         rgb = torch.from_numpy(self.decode(path, indices, info, crop, out_size)).permute(0, 3, 1, 2)
         return RawClip((0, 0, rgb.shape[-1], rgb.shape[-2]), rgb=rgb)
@@ -328,9 +334,7 @@ class TorchCodecDecoder:
 
     def decode(self, path: str, indices, info: VideoInfo, crop=None, out_size: int | None = None,
                planar: bool = False) -> np.ndarray | torch.Tensor:
-        # torchcodec's exact mode indexes frames as the rule does only in these containers (corpus tests:
-        # MPEG-TS / PS fail), and not with untrusted timestamps or edit lists: PyAV decodes the rest
-        if info.index_by != "pts" or info.dali_issue or info.container not in TORCHCODEC_CONTAINERS:
+        if self._pyav_decodes(info):
             return self._fallback().decode(path, indices, info, crop, out_size, planar)
         try:
             decoder = self.VideoDecoder(path, seek_mode="exact", dimension_order="NHWC",
