@@ -25,6 +25,8 @@ setup(
     install_requires=[
         "torch>=2.5",
         "triton>=3.6,<3.10; platform_system == 'Linux'",  # tested: 3.7.1, 3.9 (interpreter); GPU box: 3.6
+        # numpy < 2.4 where triton 3.6 interprets kernels on a CPU (its interpreter fails on 2.4;
+        # ila_fast.kernels refuses that pair in one line); triton 3.7+ and GPUs take any numpy
         "numpy",
         "einops",
         "open_clip_torch>=2.24",

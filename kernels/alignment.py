@@ -35,6 +35,27 @@ from .reference import MASK_FLAT_RADIUS, MASK_RAMP_SLOPE  # noqa: E402
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 
+def _refuse_broken_interpreter() -> None:
+    """Triton 3.6's CPU interpreter fails on numpy >= 2.4 deep inside a launch ("only
+    0-dimensional arrays can be converted to Python scalars"): say so in one line instead."""
+    if not INTERPRET:
+        return
+    import numpy
+
+    def version(text: str) -> tuple[int, ...]:
+        return tuple(int(part) for part in text.split(".")[:2] if part.isdigit())
+
+    if version(triton.__version__) < (3, 7) and version(numpy.__version__) >= (2, 4):
+        from ila_fast.errors import MissingDependency
+
+        raise MissingDependency(
+            f"Triton {triton.__version__}'s CPU interpreter (TRITON_INTERPRET=1) fails with numpy "
+            f"{numpy.__version__}: pip install 'numpy<2.4', or triton==3.7.1")
+
+
+_refuse_broken_interpreter()
+
+
 def _triton_mode_mismatch() -> bool:
     """True when our kernels would be interpreted but triton itself was imported in compiled
     mode (something, e.g. open_clip, imported triton before us without TRITON_INTERPRET=1):

@@ -7,26 +7,55 @@ test fails on a compile error, on a config the autotuner may pick for a dtype th
 more shared memory than one sm_90 block has (it would fail at launch), and on a default
 config (the one ``ILA_FAST_AUTOTUNE=0`` and the GPU tests use) that spills registers.
 It prints the table. ``ila-fast bench kernels --compile-report`` prints the full one.
+
+It runs twice: with the installed Triton (3.7.1, what CUDA torch 2.13 needs) and with
+Triton 3.6.0, the GPU machine's (registers and spills differ between the two). 3.6.0 is a
+``pip install --target`` overlay cached in build/overlays/ (git-ignored), made here on
+first use (from the registry, ~190 MB) and put first on PYTHONPATH of the report's process.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from ila_fast.kernels.compile_report import SMEM_LIMIT, problems
 
 SPILL_BOUND = 0  # bytes of spill stores + loads allowed in a default config
+GPU_MACHINE_TRITON = "3.6.0"
+OVERLAYS = Path(__file__).resolve().parents[1] / "build" / "overlays"
 
 
-def test_every_kernel_config_fits_sm90(tmp_path, capsys):
+def triton_overlay(version: str) -> Path:
+    """A folder holding only triton==version (no dependencies), made once and cached."""
+    folder = OVERLAYS / f"triton-{version}"
+    if (folder / "triton" / "__init__.py").exists():
+        return folder
+    partial = OVERLAYS / f".triton-{version}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
+                           "--target", str(partial), f"triton=={version}"], capture_output=True, text=True)
+    assert proc.returncode == 0, f"pip could not install triton=={version} into {partial}:\n{proc.stderr[-2000:]}"
+    partial.rename(folder)  # whole or not at all: a half-made overlay is never taken for a cached one
+    return folder
+
+
+@pytest.mark.parametrize("triton_version", ["installed", GPU_MACHINE_TRITON])
+def test_every_kernel_config_fits_sm90(tmp_path, capsys, triton_version):
     pytest.importorskip("triton.backends.nvidia.compiler", reason="Triton without its NVIDIA backend")
     out = tmp_path / "report.json"
     env = dict(os.environ, TRITON_INTERPRET="0")
+    if triton_version != "installed":
+        env["PYTHONPATH"] = os.pathsep.join([str(triton_overlay(triton_version)), *filter(None, [
+            os.environ.get("PYTHONPATH")])])
     proc = subprocess.run([sys.executable, "-m", "ila_fast.kernels.compile_report", "--scope", "check",
                            "--json", str(out)], env=env, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    if triton_version != "installed":
+        assert f"Triton {triton_version} NVIDIA backend" in proc.stdout, proc.stdout[:300]
     rows = json.loads(out.read_text())
     with capsys.disabled():
         print("\n" + proc.stdout)
