@@ -47,6 +47,6 @@ setup(
         # bench-data: the official-style baseline row of `ila-fast bench data` (not needed otherwise)
         "bench-data": ["decord", "opencv-python-headless"],
     },
-    package_data={"ila_fast.configs": ["*.toml"]},
+    package_data={"ila_fast.configs": ["*.toml"], "ila_fast.data.datasets": ["labels/*.csv"]},
     entry_points={"console_scripts": ["ila-fast = ila_fast.cli:main"]},
 )

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ log = logging.getLogger("ila_fast.data")
 
 INDEX_VERSION = 5  # 2: main stream, frame-index rule ("pts" / "count"), DALI issues; 3: container; 4: its DALI issue;
 # 5: the reorder depth
+SAVE_EVERY_S = 60.0  # a long probe writes what it has this often
 
 
 class DatasetError(ValueError):
@@ -49,6 +51,9 @@ def _text_lines(path: Path) -> list[str]:
         for lineno, raw in enumerate(f, 1):
             if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]  # a UTF-8 byte-order mark (Windows editors write one)
+            if b"\x00" in raw:  # a binary file, or UTF-16 text (every other byte NUL)
+                raise DatasetError(f"{path}:{lineno}: contains a NUL byte at column {raw.index(0) + 1}; a list or "
+                                   "label file is UTF-8 text (re-save a UTF-16 file as UTF-8)")
             try:
                 lines.append(raw.decode("utf-8").rstrip("\r\n"))
             except UnicodeDecodeError as e:
@@ -58,10 +63,19 @@ def _text_lines(path: Path) -> list[str]:
 
 
 def read_labels(csv_path: str | os.PathLike) -> list[str]:
-    """Class names from a label CSV (``id,name``; a header line is optional); ids must be 0..K-1."""
+    """Class names from a label CSV (``id,name``; a header line is optional); ids must be 0..K-1.
+
+    A bundled label set's name (``kinetics400``, ``ssv2``, ``ucf101``, ...; see ``ila_fast.data.datasets``)
+    works as well as a path: a file of that name wins.
+    """
     csv_path = Path(csv_path)
     if not csv_path.is_file():
-        raise DatasetError(f"{csv_path}: label CSV not found")
+        from .datasets.names import bundled_labels_path  # noqa: PLC0415
+
+        bundled = bundled_labels_path(str(csv_path))
+        if bundled is None:
+            raise DatasetError(f"{csv_path}: label CSV not found (nor a bundled label set's name)")
+        csv_path = bundled
     names: dict[int, str] = {}
     text = "\n".join(_text_lines(csv_path))
     for lineno, row in enumerate(csv.reader(text.split("\n")), 1):
@@ -119,18 +133,28 @@ def read_list(list_path: str | os.PathLike, root: str | os.PathLike, num_classes
         entries.append(VideoEntry(path, label, lineno))
     if not entries:
         raise DatasetError(f"{list_path}: no videos listed")
+    if check_files and not root.is_dir():  # else every video would be reported missing, one by one
+        raise DatasetError(f"data.root = {str(root)!r} does not exist{' as a folder' if root.exists() else ''}: set "
+                           f"data.root to the folder that the paths of {list_path} are relative to")
     if check_files:
-        missing = [(e, why) for e in entries if (why := missing_reason(root / e.path))]
-        if missing:
-            shown = "; ".join(f"line {e.line}: {e.path} ({why})" for e, why in missing[:5])
-            more = "; ..." if len(missing) > 5 else ""
-            text = (f"{list_path}: {len(missing)} of {len(entries)} listed videos are missing under data root "
-                    f"{root} ({shown}{more})")
-            if missing_policy == "error":
-                raise DatasetError(f"{text}. Check data.root or remove them from the list "
-                                   "(data.missing = 'skip' counts them as bad videos instead).")
-            log.warning("%s; they are skipped as bad videos (reason 'missing')", text)
+        report_missing(list_path, root, [(f"line {e.line}", e.path) for e in entries], missing_policy)
     return entries
+
+
+def report_missing(source, root: Path, rows: list[tuple[str, str]], policy: str = "skip") -> int:
+    """Report the listed videos (``(where, relative path)`` rows) that are not files under ``root``, once,
+    with their count and the first few rows; ``policy="error"`` refuses them. Returns how many are missing."""
+    missing = [(where, path, why) for where, path in rows if (why := missing_reason(Path(root) / path))]
+    if missing:
+        shown = "; ".join(f"{where}: {path} ({why})" for where, path, why in missing[:5])
+        more = "; ..." if len(missing) > 5 else ""
+        text = (f"{source}: {len(missing)} of {len(rows)} listed videos are missing under data root "
+                f"{root} ({shown}{more})")
+        if policy == "error":
+            raise DatasetError(f"{text}. Check data.root or remove them from the list "
+                               "(data.missing = 'skip' counts them as bad videos instead).")
+        log.warning("%s; they are skipped as bad videos (reason 'missing')", text)
+    return len(missing)
 
 
 # ---------------------------------------------------------------- the cached index
@@ -175,10 +199,14 @@ class VideoIndex:
                 todo.append((i, full, stamp))
         if todo:
             log.info("probing %d videos of %s (cached in %s)", len(todo), self.list_path, self.path)
+            saved = time.monotonic()
             with ThreadPoolExecutor(max(1, workers)) as pool:  # PyAV releases the GIL while demuxing
                 for (i, _, stamp), info in zip(todo, pool.map(lambda t: probe_video(t[1]), todo)):
                     self.infos[i] = info
                     fresh[entries[i].path] = {"stamp": list(stamp), "info": info.to_json()}
+                    if time.monotonic() - saved > SAVE_EVERY_S:  # an interrupted probe resumes from here
+                        self._save(fresh)
+                        saved = time.monotonic()
             self.probed = len(todo)
             self._save(fresh)
 
@@ -218,11 +246,20 @@ class VideoDataset:
              workers: int = 4, missing: str = "skip") -> "VideoDataset":
         names = read_labels(labels_csv) if labels_csv else None
         if names is not None and num_classes is not None and len(names) != num_classes:
-            raise DatasetError(f"{labels_csv}: {len(names)} classes, but the model expects {num_classes}")
+            raise DatasetError(f"data.labels = {str(labels_csv)!r} has {len(names)} classes, but model.num_classes = "
+                               f"{num_classes}: set model.num_classes = {len(names)} (--set model.num_classes="
+                               f"{len(names)}) or give the label CSV of the model's {num_classes} classes")
         k = num_classes if num_classes is not None else (len(names) if names else None)
         entries = read_list(list_path, root, k, missing_policy=missing)
+        return cls.from_entries(list_path, root, entries, names, index_dir=index_dir, workers=workers)
+
+    @classmethod
+    def from_entries(cls, list_path, root, entries: list[VideoEntry], class_names=None, index_dir=None,
+                     workers: int = 4) -> "VideoDataset":
+        """Entries already read (a list file, or a dataset adapter's rows); ``list_path`` names the probe
+        index (beside it, or in ``index_dir``) and the bad-video report."""
         index = VideoIndex(list_path, root, entries, index_dir=index_dir, workers=workers)
-        ds = cls(Path(list_path), Path(root), entries, index.infos, names)
+        ds = cls(Path(list_path), Path(root), entries, index.infos, class_names)
         ds.index = index
         return ds
 

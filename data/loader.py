@@ -45,6 +45,7 @@ class VideoLoader:
         self.label_smoothing = label_smoothing if plan.mode == "train" else 0.0
         self.mix = mix and plan.mode == "train"
         self.epoch, self.step = 0, 0
+        self._ended: int | None = None  # the last epoch whose bad-video report was written
 
     def __len__(self) -> int:
         return self.plan.steps_per_epoch
@@ -89,8 +90,16 @@ class VideoLoader:
                 target = smooth_one_hot(label, self.num_classes, self.label_smoothing)
             self.step += 1
             yield Batch(video, label, target, raw["position"], raw["view"], raw["video_index"], specs)
-        self.bad_log.end_epoch(epoch)
+        self.end_epoch(epoch)
         self.epoch, self.step = epoch + 1, 0
+
+    def end_epoch(self, epoch: int) -> dict | None:
+        """Write the epoch's bad-video report (once): a trainer that stops drawing batches at its last
+        optimizer step calls it, as the end of an iteration does. Returns the report (None if written)."""
+        if self._ended == epoch:
+            return None
+        self._ended = epoch
+        return self.bad_log.end_epoch(epoch)
 
 
 def resolve_backend(name: str) -> str:
@@ -110,6 +119,10 @@ def build_loader(data_cfg, split: str, frames: int, input_size: int, num_classes
     validation list; pass "val" for single-view evaluation.
     """
     list_path = data_cfg.train_list if split == "train" else data_cfg.val_list
+    if dataset is None and getattr(data_cfg, "dataset", "list") != "list":  # a dataset as downloaded
+        from .datasets import load_dataset  # noqa: PLC0415
+
+        dataset = load_dataset(data_cfg, split, num_classes)
     if dataset is None:
         if not list_path:
             raise ValueError(f"data.{split}_list is not set")

@@ -72,8 +72,9 @@ class ModelConfig:
     alignment_delta_halve_from: int = 30   # epoch from which delta halves every epoch
     kernels: str = "auto"           # auto: fused Triton ops on a GPU, PyTorch reference ops on a CPU
     official_eval_bn: bool = False  # reproduce the official code's batch-stat BN in evaluation
-    clip_weights: str | None = None  # local OpenAI / open_clip checkpoint
-    class_names: str | None = None   # label CSV (id,name) for the Kinetics text head
+    clip_weights: str | None = None  # local OpenAI / open_clip checkpoint; "random": train from random weights
+    class_names: str | None = None   # label CSV (id,name) or bundled set ("kinetics400") for the text head
+    prompt: str | list[str] = "{}"   # text template(s) of a class name ("a video of {}."); a list: features averaged
 
     def __post_init__(self):
         if self.dataset not in DATASETS:
@@ -98,6 +99,10 @@ class ModelConfig:
             self.num_classes = DATASETS[self.dataset]
         if self.kernels not in KERNELS:
             raise ConfigError(f"model.kernels: {self.kernels!r} is not one of {list(KERNELS)}")
+        prompts = [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+        if not prompts or any(not isinstance(p, str) or p.count("{}") != 1 for p in prompts):
+            raise ConfigError(f"model.prompt = {self.prompt!r}: each template holds '{{}}' once, where the class "
+                              "name goes (e.g. \"a video of {}.\")")
         checks = [
             (self.frames >= 2, f"model.frames = {self.frames}: ILA aligns frame pairs, so T must be >= 2"),
             (self.input_size % self.patch_size == 0,
@@ -134,6 +139,8 @@ PIXEL_STD = (58.395, 57.12, 57.375)
 DATA_BACKENDS = ("auto", "dali", "cpu")
 CPU_DECODERS = ("auto", "pyav", "torchcodec")
 SHORT_VIDEO_POLICIES = ("repeat", "skip")
+# data.dataset: the adapters of ila_fast.data.datasets (a test keeps the two in step)
+DATASET_ADAPTERS = ("list", "kinetics400", "kinetics600", "kinetics700", "ssv2", "ucf101", "hmdb51")
 
 
 @dataclass
@@ -145,7 +152,11 @@ class DataConfig:
     root: str = ""                     # data root; list paths are relative to it
     train_list: str | None = None      # `relative/path.mp4 label` per line
     val_list: str | None = None
-    labels: str | None = None          # label CSV (id,name)
+    labels: str | None = None          # label CSV (id,name), or a bundled label set's name ("kinetics400", ...)
+    # A dataset as downloaded (data/datasets/): its annotation folder, videos under data.root; "list": the lists
+    dataset: str = "list"              # list | kinetics400 | kinetics600 | kinetics700 | ssv2 | ucf101 | hmdb51
+    annotations: str | None = None     # the dataset's own annotation files (CSV / JSON / split files)
+    split: int = 1                     # official split of UCF101 / HMDB51 (1-3)
     backend: str = "auto"              # auto: DALI on a GPU when installed, else the CPU backend
     cpu_decoder: str = "auto"          # CPU backend: auto picks torchcodec when installed, else PyAV
     dali_device: str = "mixed"         # "mixed" (NVDEC) or "cpu" (VP8/VP9/MJPEG only)
@@ -156,6 +167,10 @@ class DataConfig:
     seed: int = 0
     # sampling
     test_clips: int = 4                # evaluation: temporal clips (evenly spaced, deterministic)
+    # "official": the K test clips lie in the official multi-view support (T segments of floor(n/T)
+    # frames from frame 0), evenly spaced; "spread": evenly spaced inside the training segments,
+    # which cover the whole video (docs/recipe.md)
+    test_clip_frames: str = "official"
     test_crops: int = 3                # evaluation: spatial crops (left/centre/right or top/centre/bottom)
     short_videos: str = "repeat"       # fewer frames than T: "repeat" (ILA sampler repeats) or "skip"
     # augmentation (training)
@@ -170,11 +185,17 @@ class DataConfig:
     hue: float = 0.1                   # fraction of a full turn, as torchvision: 0.1 = +-36 degrees
     grayscale_p: float = 0.2
     erasing_p: float = 0.25
+    # "per_frame" (the recipe): every frame of a jittered clip draws its own torchvision ColorJitter
+    # (factors and order), each operation and the integer-luma grayscale on whole 8-bit levels as
+    # PIL computes them; "per_clip": one affine colour map per clip (cheaper, no frame-to-frame flicker)
+    color_jitter: str = "per_frame"
+    erase_fill: str = "zeros"          # erased box: "zeros" (the mean colour, timm's 'const') or "noise" (N(0, 1))
     # batch mixing and targets (on the device)
     mixup_alpha: float = 0.8
     cutmix_alpha: float = 1.0
     mix_switch_p: float = 0.5          # probability of cutmix instead of mixup
     mix_p: float = 1.0                 # probability that a batch is mixed at all
+    mix_partner: str = "randperm"      # clip i mixes with a random permutation of the batch (may be itself) or "reverse"
     label_smoothing: float = 0.1
     # bad videos
     max_bad_fraction: float = 0.01     # stop the run when more of the dataset than this is unreadable
@@ -188,6 +209,12 @@ class DataConfig:
             if not ok:
                 raise ConfigError(message)
         check(self.backend in DATA_BACKENDS, f"data.backend: {self.backend!r} is not one of {list(DATA_BACKENDS)}")
+        check(self.dataset in DATASET_ADAPTERS, f"data.dataset: {self.dataset!r} is not one of "
+              f"{list(DATASET_ADAPTERS)}{_suggest(self.dataset, DATASET_ADAPTERS)}")
+        check(self.dataset == "list" or not (self.train_list or self.val_list),
+              f"data.train_list / val_list are for data.dataset = 'list'; data.dataset = {self.dataset!r} reads "
+              "data.annotations: unset the lists (or the dataset)")
+        check(1 <= self.split <= 3, f"data.split = {self.split}: the official splits are 1-3 (UCF101 / HMDB51)")
         check(self.cpu_decoder in CPU_DECODERS,
               f"data.cpu_decoder: {self.cpu_decoder!r} is not one of {list(CPU_DECODERS)}")
         check(self.dali_device in ("mixed", "cpu"), f"data.dali_device: {self.dali_device!r} is not 'mixed' or 'cpu'")
@@ -215,6 +242,9 @@ class DataConfig:
               f"data.max_bad_fraction = {self.max_bad_fraction} must be in [0, 1]")
         check(self.dali_fallback in ("cpu", "skip"), f"data.dali_fallback: {self.dali_fallback!r} is not 'cpu' or 'skip'")
         check(self.dali_pipelines >= 1, f"data.dali_pipelines = {self.dali_pipelines} must be >= 1")
+        for key, allowed in (("color_jitter", ("per_frame", "per_clip")), ("erase_fill", ("zeros", "noise")),
+                             ("mix_partner", ("randperm", "reverse")), ("test_clip_frames", ("official", "spread"))):
+            check(getattr(self, key) in allowed, f"data.{key}: {getattr(self, key)!r} is not one of {list(allowed)}")
         check(self.missing in ("skip", "error"), f"data.missing: {self.missing!r} is not 'skip' or 'error'")
         check(self.replace_attempts >= 1, f"data.replace_attempts = {self.replace_attempts} must be >= 1")
         self.crop_scales = [float(s) for s in self.crop_scales]
@@ -248,7 +278,11 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     eps: float = 1e-8
     total_batch: int = 256           # clips per optimizer step, all ranks and micro-steps together
-    grad_clip: float = 1.0           # max global grad norm; 0 disables clipping
+    grad_clip: float = 0.0           # max global grad norm; 0 (the recipe) disables clipping
+    # "micro_batch" (the recipe): timm's CosineLRScheduler indexed by micro-batch, each step's lr set
+    # after the step before (the first step at warmup_lr); "per_step": the same cosine evaluated at
+    # the optimizer step itself, no delay (docs/recipe.md)
+    lr_schedule: str = "micro_batch"
     precision: str = "auto"          # auto | bf16 | fp16 | fp32
     compile: bool | None = None      # None: on for a GPU, off on a CPU
     activation_checkpointing: str = "off"   # off | block
@@ -258,6 +292,7 @@ class TrainConfig:
     checkpoint_every_steps: int = 1000
     checkpoint_every_minutes: float = 30.0
     keep_last: int = 3
+    keep_best: bool = True           # checkpoints/best: the best evaluation's checkpoint (not pruned by keep_last)
     # evaluation and reporting
     eval_every_epochs: int = 1       # single-view evaluation on data.val_list; 0 disables
     log_every_steps: int = 10
@@ -296,6 +331,8 @@ class TrainConfig:
         check(self.max_bad_steps >= 1, f"train.max_bad_steps = {self.max_bad_steps} must be >= 1")
         check(self.dist_timeout_s > 0, f"train.dist_timeout_s = {self.dist_timeout_s} must be > 0")
         check(self.dist_step_timeout_s > 0, f"train.dist_step_timeout_s = {self.dist_step_timeout_s} must be > 0")
+        check(self.lr_schedule in ("micro_batch", "per_step"),
+              f"train.lr_schedule: {self.lr_schedule!r} is not one of ['micro_batch', 'per_step']")
         check(self.parallelism in PARALLELISMS,
               f"train.parallelism: {self.parallelism!r} is not one of {list(PARALLELISMS)}")
         self.betas = [float(b) for b in self.betas]
