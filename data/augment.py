@@ -5,18 +5,22 @@ The order, for a clip of T frames decoded in coded (raw) orientation:
 1. crop the plan's box (raw pixels), resize to S x S (bilinear, half-pixel centres; the
    official pipeline uses cv2's bilinear, which does not antialias) and round to whole levels
    (cv2 resizes uint8 to uint8 there), so a resized clip travels as uint8;
-2. colour: one affine map per clip, ``x -> M x + t`` on RGB in 0..255, built from brightness
+2. colour, by the clip's ``color_mode``:
+   "per_frame" (the official recipe): every frame of a jittered clip gets its own torchvision
+   ColorJitter (factors and order of operations from the plan), then PIL's integer-luma grayscale,
+   each operation on whole 8-bit levels as PIL computes it (``color.py``, batched over frames);
+   "per_clip": one affine map per clip, ``x -> M x + t`` on RGB in 0..255, built from brightness
    (scale), contrast (around 128), saturation and hue (a rotation and scaling of the I/Q
    plane of YIQ, the definition DALI's ``fn.hsv`` uses) and grayscale (saturation 0); clamp to
    0..255 once at the end;
 3. normalise with the ImageNet mean / std;
 4. rotate upright by quarter turns (the video's display rotation), then random erasing
-   (a rectangle of per-pixel standard-normal noise, the same for all frames).
+   (one box for all frames, filled with zeros, i.e. the mean colour, as timm's ``mode='const'``;
+   or per-pixel standard-normal noise with ``erase_fill = "noise"``).
 
-The DALI backend runs 1-3 inside its pipeline (``fn.slice``, ``fn.resize`` to uint8,
-``fn.coord_transform`` with the matrix below, ``fn.crop_mirror_normalize``) and 4 with the
-torch functions below on its GPU output. The CPU backend runs 1 in its workers and sends uint8
-clips; the loader runs 2-4 (``finish_batch``) on the device.
+Both backends run 1 (the DALI backend inside its pipeline: ``fn.slice``, ``fn.resize`` to uint8;
+the CPU backend in its workers, or on the GPU for raw crops) and hand over uint8 clips; 2-4 run
+on the device with the torch functions below (``finish_batch``), so both give the same numbers.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ import torch.nn.functional as F
 
 from ila_fast.config import PIXEL_MEAN, PIXEL_STD
 
+from . import color
 from .plan import AugmentParams, ClipSpec
 
 # RGB -> YIQ as DALI's colour operators define it (inverse computed, not rounded).
@@ -44,7 +49,8 @@ def hsv_matrix(hue_degrees: float, saturation: float) -> np.ndarray:
 
 
 def color_affine(aug: AugmentParams) -> tuple[np.ndarray, np.ndarray]:
-    """(M, t), float32, such that the colour-jittered pixel is ``M @ rgb + t``."""
+    """(M, t), float32, such that the colour-jittered pixel is ``M @ rgb + t`` ("per_clip" colour;
+    for a "per_frame" clip only its grayscale, approximately: the exact map is ``pil_color_batch``)."""
     sat = 0.0 if aug.grayscale else aug.saturation
     hsv = hsv_matrix(aug.hue_degrees, sat)
     bc = aug.brightness * aug.contrast
@@ -55,7 +61,35 @@ def color_affine(aug: AugmentParams) -> tuple[np.ndarray, np.ndarray]:
 
 def is_identity_color(aug: AugmentParams) -> bool:
     return (aug.brightness == 1.0 and aug.contrast == 1.0 and aug.saturation == 1.0 and aug.hue_degrees == 0.0
-            and not aug.grayscale)
+            and not aug.grayscale and not aug.frame_jitter)
+
+
+def pil_color_batch(video: torch.Tensor, augs: list[AugmentParams]) -> torch.Tensor:
+    """(B, T, 3, H, W) uint8 or float whole levels -> float32 whole levels with every "per_frame"
+    clip's jitter and grayscale applied (``color.py``), frame by frame as torchvision does on PIL
+    images but batched: each operation runs once over all the frames that take it at a position of
+    their order. Other clips pass unchanged."""
+    b, t = video.shape[:2]
+    frames = video.to(torch.float32, copy=True).reshape(b * t, *video.shape[2:])  # never the caller's tensor
+    orders = [(0, 1, 2, 3)] * (b * t)
+    factors = [(1.0, 1.0, 1.0, 0.0)] * (b * t)
+    active, grey = [], []
+    for i, aug in enumerate(augs):
+        if aug.color_mode != "per_frame":
+            continue
+        if aug.frame_jitter:
+            if len(aug.frame_jitter) != t:
+                raise ValueError(f"clip {i}: {len(aug.frame_jitter)} frame jitters for {t} frames")
+            for k, fj in enumerate(aug.frame_jitter):
+                orders[i * t + k] = fj.order
+                factors[i * t + k] = (fj.brightness, fj.contrast, fj.saturation, fj.hue)
+                active.append(i * t + k)
+        if aug.grayscale:
+            grey.extend(range(i * t, (i + 1) * t))
+    orders, factors = torch.tensor(orders, dtype=torch.int64), torch.tensor(factors, dtype=torch.float32)
+    color.jitter_frames(frames, orders, factors, active)
+    color.grayscale_frames(frames, grey)
+    return frames.view(video.shape)
 
 
 # ---------------------------------------------------------------- decoding helper
@@ -191,7 +225,8 @@ def color_normalize(clip: torch.Tensor, aug: AugmentParams) -> torch.Tensor:
 # ---------------------------------------------------------------- step 4 (both backends), and 2-4 together
 
 def erase_noise(seed: int, channels: int, h: int, w: int) -> torch.Tensor:
-    """Per-pixel N(0, 1) noise for an erased box, from a CPU generator (same on every device)."""
+    """``erase_fill = "noise"``: per-pixel N(0, 1) noise for an erased box, from a CPU generator
+    (same on every device)."""
     gen = torch.Generator().manual_seed(seed)
     return torch.randn(channels, h, w, generator=gen)
 
@@ -204,8 +239,10 @@ def rotate_and_erase(clip: torch.Tensor, spec: ClipSpec) -> torch.Tensor:
     if box is not None:
         x, y, w, h = box
         clip = clip.clone() if spec.quarter_turns == 0 else clip
-        noise = erase_noise(spec.augment.erase_seed, clip.shape[1], h, w).to(clip)
-        clip[:, :, y:y + h, x:x + w] = noise
+        if spec.augment.erase_fill == "noise":
+            clip[:, :, y:y + h, x:x + w] = erase_noise(spec.augment.erase_seed, clip.shape[1], h, w).to(clip)
+        else:  # timm's RandomErasing mode 'const': zeros in normalised space
+            clip[:, :, y:y + h, x:x + w] = 0.0
     return clip
 
 
@@ -219,4 +256,8 @@ def rotate_and_erase_batch(batch: torch.Tensor, specs: list[ClipSpec]) -> torch.
 
 def finish_batch(video: torch.Tensor, specs: list[ClipSpec]) -> torch.Tensor:
     """Steps 2-4 for resized clips, on their device: (B, T, 3, S, S) uint8 -> normalised float32."""
-    return rotate_and_erase_batch(color_normalize_batch(video, [s.augment for s in specs]), specs)
+    augs = [s.augment for s in specs]
+    if any(a.color_mode == "per_frame" and (a.frame_jitter or a.grayscale) for a in augs):
+        video = pil_color_batch(video, augs)
+        augs = [AugmentParams() if a.color_mode == "per_frame" else a for a in augs]
+    return rotate_and_erase_batch(color_normalize_batch(video, augs), specs)

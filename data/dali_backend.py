@@ -1,12 +1,12 @@
 """DALI backend: the SamplePlan fed through ``fn.external_source`` into ``fn.decoders.video``.
 
-Per clip the plan gives the encoded file, the frame indices, the crop box in coded pixels and
-the colour matrix; the pipeline decodes exactly those frames (``frames=``), crops
-(``fn.slice``), resizes (``fn.resize``), colour-jitters / grayscales (``fn.coord_transform``
-with the plan's 3x3 matrix, see ``augment.color_affine``), clamps and normalises to FCHW
-(``fn.crop_mirror_normalize``). With ``device="mixed"`` decoding runs on NVDEC and every later
-op on the GPU; the output (B, T, 3, S, S) stays on the GPU, where the display rotation and
-random erasing (``augment.rotate_and_erase_batch``) are applied with torch.
+Per clip the plan gives the encoded file, the frame indices and the crop box in coded pixels;
+the pipeline decodes exactly those frames (``frames=``), crops (``fn.slice``), resizes to whole
+levels (``fn.resize`` to uint8) and lays the clip out as FCHW (``fn.transpose``). With
+``device="mixed"`` decoding runs on NVDEC and every later op on the GPU; the uint8 output
+(B, T, 3, S, S) stays on the GPU, where colour (per-frame jitter or the per-clip map),
+normalisation, the display rotation and random erasing run with torch (``augment.finish_batch``,
+the same code that finishes the CPU backend's clips, so both give the same numbers).
 ``device="cpu"`` runs the same graph on the CPU (DALI's CPU decoder takes VP8 / VP9 / MJPEG
 only); the tests use it.
 
@@ -22,7 +22,7 @@ import os
 import numpy as np
 import torch
 
-from .augment import color_affine, rotate_and_erase_batch
+from .augment import finish_batch
 from .plan import SamplePlan
 
 log = logging.getLogger("ila_fast.data")
@@ -158,7 +158,7 @@ class DaliBackend:
 
     # -- the pipeline
     def _build(self, epoch: int, first_step: int, pending: dict, stride: int = 1):
-        dali, fn, dmath, types = _import_dali()
+        dali, fn, _, types = _import_dali()
         plan, steps = self.plan, self.plan.steps_per_epoch
         found = self.found
         shard = plan.shard(epoch)
@@ -170,36 +170,29 @@ class DaliBackend:
                 raise StopIteration
             specs = [plan.clip(epoch, p, found, shard) for p in plan.batch_positions(step)]
             pending[step] = specs
-            enc, frames, anchor, shape, mats, offs = [], [], [], [], [], []
+            enc, frames, anchor, shape = [], [], [], []
             for spec in specs:
                 if spec.video in self.cpu_videos:  # decoded on the CPU after the run: DALI gets a tiny stand-in
                     enc.append(self._stand_in)
                     frames.append(np.arange(len(spec.frames), dtype=np.int32))
                     anchor.append(np.zeros(2, np.int32))
                     shape.append(np.full(2, _STAND_IN_SIDE, np.int32))
-                    mats.append(np.eye(3, dtype=np.float32))
-                    offs.append(np.zeros(3, np.float32))
                     continue
                 enc.append(np.fromfile(paths[spec.video], dtype=np.uint8))
                 frames.append(np.asarray(spec.frames, dtype=np.int32))
                 x, y, w, h = spec.raw_crop
                 anchor.append(np.array([y, x], dtype=np.int32))
                 shape.append(np.array([h, w], dtype=np.int32))
-                m, t = color_affine(spec.augment)
-                mats.append(m)
-                offs.append(t)
-            return enc, frames, anchor, shape, mats, offs
+            return enc, frames, anchor, shape
 
         size, antialias = self.input_size, self.antialias
-        from ila_fast.config import PIXEL_MEAN, PIXEL_STD  # noqa: PLC0415
 
         @dali.pipeline_def(batch_size=plan.s.batch_size, num_threads=self.num_threads,
                            device_id=self.device_id, prefetch_queue_depth=self.prefetch, exec_dynamic=True)
         def clip_pipeline():
-            enc, frames, anchor, shape, mat, off = fn.external_source(
-                source=source, num_outputs=6, batch=True, batch_info=True,
-                dtype=[types.UINT8, types.INT32, types.INT32, types.INT32, types.FLOAT, types.FLOAT],
-                ndim=[1, 1, 1, 1, 2, 1])
+            enc, frames, anchor, shape = fn.external_source(
+                source=source, num_outputs=4, batch=True, batch_info=True,
+                dtype=[types.UINT8, types.INT32, types.INT32, types.INT32], ndim=[1, 1, 1, 1])
             video = fn.decoders.video(enc, device=self.device, frames=frames)
             # per-frame maxima of the decoded frames: an all-zero frame is checked against the CPU decoder
             peaks = fn.reductions.max(video, axes=[1, 2, 3])
@@ -207,10 +200,8 @@ class DaliBackend:
             # resized to whole levels (uint8), as the CPU backend's clips
             video = fn.resize(video, size=[size, size], interp_type=types.INTERP_LINEAR, antialias=antialias,
                               dtype=types.UINT8)
-            video = fn.coord_transform(video, M=mat, T=off, dtype=types.FLOAT)
-            video = dmath.clamp(video, 0.0, 255.0)
-            return fn.crop_mirror_normalize(video, mean=list(PIXEL_MEAN), std=list(PIXEL_STD),
-                                            output_layout="FCHW", dtype=types.FLOAT), peaks
+            # colour and the rest run on the uint8 clips in torch (augment.finish_batch)
+            return fn.transpose(video, perm=[0, 3, 1, 2], output_layout="FCHW"), peaks
 
         pipe = clip_pipeline()
         pipe.build()
@@ -226,7 +217,7 @@ class DaliBackend:
         if self.device == "mixed":
             from nvidia.dali.plugin.pytorch import feed_ndarray  # noqa: PLC0415
 
-            result = torch.empty(dense.shape(), dtype=torch.float32, device=f"cuda:{self.device_id}")
+            result = torch.empty(dense.shape(), dtype=torch.uint8, device=f"cuda:{self.device_id}")
             feed_ndarray(dense, result, cuda_stream=torch.cuda.current_stream(self.device_id))
             return result
         return torch.from_numpy(np.array(dense))
@@ -262,9 +253,10 @@ class DaliBackend:
         return culprits
 
     def _cpu_clips(self, video: torch.Tensor, specs) -> dict[int, tuple[str, str]]:
-        """Decode the clips of CPU-routed videos with PyAV into ``video`` (after step 4); returns failures."""
+        """Decode the clips of CPU-routed videos with PyAV into the uint8 batch ``video`` (before
+        ``finish_batch``); returns failures."""
         from .bad_videos import BadVideo  # noqa: PLC0415
-        from .cpu_backend import decode_clip  # noqa: PLC0415
+        from .cpu_backend import resize_clip  # noqa: PLC0415
 
         failed = {}
         for sample, spec in enumerate(specs):
@@ -273,7 +265,7 @@ class DaliBackend:
             if self._reference is None:
                 self._reference = self._make_reference()
             try:
-                clip = decode_clip(self._reference, self.paths[spec.video], spec, self.infos[spec.video],
+                clip = resize_clip(self._reference, self.paths[spec.video], spec, self.infos[spec.video],
                                    self.input_size, self.antialias)
             except BadVideo as e:
                 failed[spec.video] = (e.reason, e.detail)
@@ -348,12 +340,12 @@ class DaliBackend:
                         self.found.update(culprits)
                         break  # rebuild the pipelines at this step
                     specs = pending.pop(step)
-                    video = rotate_and_erase_batch(video, specs)
                     failed = self._cpu_clips(video, specs) if self.cpu_videos else {}
                     if failed:
                         log.warning("batch %d: %d CPU-decoded clip(s) failed; replacing them", step, len(failed))
                         self.found.update(failed)
                         break  # rebuild the pipelines at this step
+                    video = finish_batch(video, specs)
                     yield {"video": video,
                            "label": torch.tensor([s.label for s in specs], dtype=torch.long),
                            "position": torch.tensor([s.position for s in specs], dtype=torch.long),

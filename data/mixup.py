@@ -1,8 +1,9 @@
-"""Mixup / cutmix and label smoothing on the device (spec section 4, timm's 'batch' mode).
+"""Mixup / cutmix and label smoothing on the device (docs/recipe.md; mmaction's CutmixMixupBlending).
 
 The plan draws the parameters (``SamplePlan.mix``); these functions apply them to a batch
-wherever it lives. The partner of clip i is clip B-1-i (the batch reversed); cutmix pastes
-the same box into every frame.
+wherever it lives. Clip i mixes with clip ``mix.partner[i]`` (a random permutation of the batch by
+default, as the official ``torch.randperm``; the batch reversed when the spec has no partner);
+cutmix pastes the same box into every frame.
 """
 from __future__ import annotations
 
@@ -25,15 +26,20 @@ def mix_batch(video: torch.Tensor, labels: torch.Tensor, mix: MixSpec, num_class
     if mix.mode == "none":
         return video, target
     lam = mix.lam
+    b = video.shape[0]
+    partner = list(mix.partner) if mix.partner is not None else list(range(b - 1, -1, -1))
+    if len(partner) != b:
+        raise ValueError(f"mix partner of {len(partner)} clips for a batch of {b}")
+    index = torch.tensor(partner, dtype=torch.long).to(video.device, non_blocking=True)
     if mix.mode == "mixup":
-        video = video.mul(lam).add_(video.flip(0), alpha=1.0 - lam)
+        video = video.mul(lam).add_(video.index_select(0, index), alpha=1.0 - lam)
     elif mix.mode == "cutmix":
         y0, y1, x0, x1 = mix.box
         video = video.clone()
-        video[..., y0:y1, x0:x1] = video.flip(0)[..., y0:y1, x0:x1]
+        video[..., y0:y1, x0:x1] = video[..., y0:y1, x0:x1].index_select(0, index)  # a copy: read before written
     else:
         raise ValueError(f"unknown mix mode {mix.mode!r}")
-    return video, target * lam + target.flip(0) * (1.0 - lam)
+    return video, target * lam + target.index_select(0, index.to(target.device)) * (1.0 - lam)
 
 
 def soft_target_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -9,11 +9,14 @@ Every random draw comes from a generator keyed by (seed, epoch, global position,
 * the global order does not depend on the world size: rank r of w takes positions r, r+w, ...
   of one permutation, so shards are disjoint and no sample is seen twice in an epoch.
 
-Frame sampling follows ILA (spec section 4): T equal segments, seg = (n-1)/T, segment i spans
+Frame sampling follows ILA (docs/recipe.md): T equal segments, seg = (n-1)/T, segment i spans
 round(seg*i)..round(seg*(i+1)) inclusive (Python's round, half to even, as numpy's); training
-draws one frame per segment, single-view evaluation takes each segment's midpoint, and
-multi-clip evaluation takes K evenly spaced, deterministic frames per segment (the official
-sampler draws them at random, so its test numbers vary run to run).
+draws one frame per segment and single-view evaluation takes each segment's midpoint. Multi-clip
+evaluation (``test_clip_frames = "official"``) uses the official multi-view support: T segments of
+floor(n/T) frames from frame 0 (the last n mod T frames unused; for n < T the official fixed
+positions), K evenly spaced, deterministic frames per segment where the official sampler draws
+them at random (so its test numbers vary run to run); ``"spread"`` spreads the K clips inside the
+training segments over the whole video instead.
 """
 from __future__ import annotations
 
@@ -26,7 +29,11 @@ import numpy as np
 from .bad_videos import TooManyBadVideos
 
 MODES = ("train", "val", "test")
-_TAG_ORDER, _TAG_CLIP, _TAG_REPLACE, _TAG_MIX = 1, 2, 3, 4
+COLOR_JITTER_MODES = ("per_frame", "per_clip")
+ERASE_FILLS = ("zeros", "noise")
+MIX_PARTNERS = ("randperm", "reverse")
+TEST_CLIP_FRAMES = ("official", "spread")
+_TAG_ORDER, _TAG_CLIP, _TAG_REPLACE, _TAG_MIX, _TAG_JITTER, _TAG_PARTNER = 1, 2, 3, 4, 5, 6
 
 
 # ---------------------------------------------------------------- ILA's frame sampling
@@ -47,11 +54,31 @@ def midpoint_indices(num_frames: int, frames: int) -> list[int]:
 
 
 def clip_indices(num_frames: int, frames: int, clip: int, clips: int) -> list[int]:
-    """Clip ``clip`` of ``clips`` evenly spaced clips: in each segment the frame at (clip+1)/(clips+1).
-
-    With one clip this is the segment midpoint.
+    """``test_clip_frames = "spread"``: clip ``clip`` of ``clips`` evenly spaced clips over the training
+    segments: in each segment the frame at (clip+1)/(clips+1). With one clip this is the segment midpoint.
     """
     return [s + ((clip + 1) * (e - s)) // (clips + 1) for s, e in segment_bounds(num_frames, frames)]
+
+
+def official_test_support(num_frames: int, frames: int) -> list[list[int]]:
+    """The frames the official multi-view test sampler can pick for each of the T positions.
+
+    It is mmaction's training sampler with ``clip_len 1, num_clips T``: with L = n // T >= 1,
+    position i draws from i*L .. i*L + L - 1 (the last n mod T frames are never used); for n < T
+    the positions are fixed, ``round(i * n / T)`` (half to even) wrapped modulo n.
+    """
+    length = num_frames // frames
+    if length >= 1:
+        return [list(range(i * length, (i + 1) * length)) for i in range(frames)]
+    fixed = np.around(np.arange(frames) * (num_frames / frames)).astype(np.int64) % num_frames
+    return [[int(i)] for i in fixed]
+
+
+def official_clip_indices(num_frames: int, frames: int, clip: int, clips: int) -> list[int]:
+    """``test_clip_frames = "official"``: clip ``clip`` of ``clips``, inside the official support,
+    deterministic: in each position's L frames the centre of the clip-th of ``clips`` equal parts."""
+    return [support[((2 * clip + 1) * len(support)) // (2 * clips)]
+            for support in official_test_support(num_frames, frames)]
 
 
 # ---------------------------------------------------------------- spatial boxes
@@ -118,15 +145,36 @@ def display_box_to_raw(box, quarter_turns: int, raw_w: int, raw_h: int) -> tuple
 # ---------------------------------------------------------------- the plan
 
 @dataclass(frozen=True)
+class FrameJitter:
+    """One frame's draw of torchvision's ColorJitter: the order of its four operations (indices into
+    ``color.OPS``: brightness, contrast, saturation, hue) and their factors (float32 values, as
+    torchvision draws them; hue as a fraction of a turn)."""
+    order: tuple[int, int, int, int]
+    brightness: float
+    contrast: float
+    saturation: float
+    hue: float
+
+
+@dataclass(frozen=True)
 class AugmentParams:
-    """Photometric and erasing parameters of one training clip (identity when disabled)."""
+    """Photometric and erasing parameters of one training clip (identity when disabled).
+
+    ``color_mode`` "per_frame" (the official recipe): ``frame_jitter`` holds each frame's jitter
+    (empty: not jittered) and ``grayscale`` is PIL's integer luma, all on whole 8-bit levels
+    (``data/color.py``); the per-clip fields stay at identity. "per_clip": one affine colour map
+    per clip from the per-clip fields (``augment.color_affine``).
+    """
     brightness: float = 1.0
     contrast: float = 1.0
     saturation: float = 1.0
     hue_degrees: float = 0.0
     grayscale: bool = False
     erase: tuple[int, int, int, int] | None = None  # (x, y, w, h) on the output, upright
-    erase_seed: int = 0                             # seeds the erased region's per-pixel noise
+    erase_seed: int = 0                             # seeds the erased region's noise (erase_fill "noise")
+    color_mode: str = "per_clip"
+    frame_jitter: tuple[FrameJitter, ...] = ()
+    erase_fill: str = "zeros"                       # "zeros" (the mean colour) or "noise" (N(0, 1) per pixel)
 
 
 @dataclass(frozen=True)
@@ -150,6 +198,7 @@ class MixSpec:
     mode: str                             # "none", "mixup" or "cutmix"
     lam: float = 1.0                      # weight of the clip itself (after box correction)
     box: tuple[int, int, int, int] | None = None  # cutmix (y0, y1, x0, x1) on the output
+    partner: tuple[int, ...] | None = None        # clip i mixes with clip partner[i]; None: the batch reversed
 
 
 class NoUsableReplacement(TooManyBadVideos):
@@ -181,6 +230,16 @@ class PlanSettings:
     mix_p: float = 1.0
     replace_attempts: int = 16
     short_videos: str = "repeat"
+    color_jitter: str = "per_frame"
+    erase_fill: str = "zeros"
+    mix_partner: str = "randperm"
+    test_clip_frames: str = "official"
+
+    def __post_init__(self):
+        for key, allowed in (("color_jitter", COLOR_JITTER_MODES), ("erase_fill", ERASE_FILLS),
+                             ("mix_partner", MIX_PARTNERS), ("test_clip_frames", TEST_CLIP_FRAMES)):
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"{key} = {getattr(self, key)!r} is not one of {list(allowed)}")
 
     @classmethod
     def from_config(cls, data_cfg, frames: int, input_size: int) -> "PlanSettings":
@@ -325,19 +384,24 @@ class SamplePlan:
             rng = self._rng(_TAG_CLIP, epoch, gpos, attempt)
             frames = train_indices(n, s.frames, rng)
             crop = multiscale_crop(w, h, s.input_size, s.resize_ratio, s.crop_scales, s.max_aspect_gap, rng)
-            augment = self._augment(rng)
+            augment = self._augment(rng, self._rng(_TAG_JITTER, epoch, gpos, attempt))
         elif self.mode == "val":
             frames = midpoint_indices(n, s.frames)
             crop = eval_crop(w, h, 0, 1)
         else:
             clip, crop_id = divmod(view, s.test_crops)
-            frames = clip_indices(n, s.frames, clip, s.test_clips)
+            if s.test_clips == 1:  # the official single-clip test is the midpoint sampler
+                frames = midpoint_indices(n, s.frames)
+            elif s.test_clip_frames == "official":
+                frames = official_clip_indices(n, s.frames, clip, s.test_clips)
+            else:
+                frames = clip_indices(n, s.frames, clip, s.test_clips)
             crop = eval_crop(w, h, crop_id, s.test_crops)
         return ClipSpec(position=position, global_position=gpos, video=video, label=self.labels[video],
                         view=view, frames=tuple(frames), crop=crop, quarter_turns=k,
                         raw_crop=display_box_to_raw(crop, k, raw_w, raw_h), augment=augment, skipped=skipped)
 
-    def _augment(self, rng: np.random.Generator) -> AugmentParams:
+    def _augment(self, rng: np.random.Generator, frame_rng: np.random.Generator) -> AugmentParams:
         s = self.s
         # Draws happen whether or not an augmentation is on, so turning one off leaves the others alone.
         jitter = rng.random() < s.color_jitter_p
@@ -360,24 +424,50 @@ class SamplePlan:
             boxes.append((x0, y0, ew, eh) if ew < s.input_size and eh < s.input_size else None)
         if do_erase:
             erase = next((box for box in boxes if box is not None), None)
+        if s.color_jitter == "per_frame":
+            frames = self._frame_jitter(frame_rng) if jitter else ()
+            return AugmentParams(grayscale=gray, erase=erase, erase_seed=erase_seed, color_mode="per_frame",
+                                 frame_jitter=frames, erase_fill=s.erase_fill)
         if not jitter:
             b = c = sat = 1.0
             hue = 0.0
         return AugmentParams(brightness=float(b), contrast=float(c), saturation=float(sat),
-                             hue_degrees=float(hue), grayscale=gray, erase=erase, erase_seed=erase_seed)
+                             hue_degrees=float(hue), grayscale=gray, erase=erase, erase_seed=erase_seed,
+                             erase_fill=s.erase_fill)
+
+    def _frame_jitter(self, rng: np.random.Generator) -> tuple[FrameJitter, ...]:
+        """torchvision's ColorJitter drawn once per frame: a random order of the four operations, then
+        the brightness, contrast, saturation and hue factors, each uniform in its range (float32)."""
+        s = self.s
+        ranges = ((max(0.0, 1 - s.brightness), 1 + s.brightness), (max(0.0, 1 - s.contrast), 1 + s.contrast),
+                  (max(0.0, 1 - s.saturation), 1 + s.saturation), (-s.hue, s.hue))
+        out = []
+        for _ in range(s.frames):
+            order = tuple(int(i) for i in rng.permutation(4))
+            b, c, sat, hue = (float(np.float32(rng.uniform(lo, hi))) for lo, hi in ranges)
+            out.append(FrameJitter(order, b, c, sat, hue))
+        return tuple(out)
 
     # -- batch mixing
     def mix(self, epoch: int, step: int) -> MixSpec:
-        """Mixup / cutmix of one training batch (timm's 'batch' mode): partner = the batch reversed."""
+        """Mixup / cutmix of one training batch (one lam and one box for the batch): clip i mixes with
+        ``partner[i]``, a random permutation of the batch (``mix_partner = "randperm"``, as the
+        official ``torch.randperm``: a clip can be its own partner) or the batch reversed ("reverse")."""
         s = self.s
         if self.mode != "train" or (s.mixup_alpha <= 0 and s.cutmix_alpha <= 0):
             return MixSpec("none")
         rng = self._rng(_TAG_MIX, epoch, step, self.rank, self.world)
         if rng.random() >= s.mix_p:
             return MixSpec("none")
+        b = len(self.batch_positions(step))
+        if s.mix_partner == "randperm":
+            partner_rng = self._rng(_TAG_PARTNER, epoch, step, self.rank, self.world)
+            partner = tuple(int(i) for i in partner_rng.permutation(b))
+        else:
+            partner = tuple(range(b - 1, -1, -1))
         use_cutmix = s.cutmix_alpha > 0 and (s.mixup_alpha <= 0 or rng.random() < s.mix_switch_p)
         if not use_cutmix:
-            return MixSpec("mixup", float(rng.beta(s.mixup_alpha, s.mixup_alpha)))
+            return MixSpec("mixup", float(rng.beta(s.mixup_alpha, s.mixup_alpha)), partner=partner)
         lam = float(rng.beta(s.cutmix_alpha, s.cutmix_alpha))
         size = s.input_size
         cut = math.sqrt(1.0 - lam)
@@ -386,7 +476,7 @@ class SamplePlan:
         y0, y1 = int(np.clip(cy - ch // 2, 0, size)), int(np.clip(cy + ch // 2, 0, size))
         x0, x1 = int(np.clip(cx - cw // 2, 0, size)), int(np.clip(cx + cw // 2, 0, size))
         lam = 1.0 - (y1 - y0) * (x1 - x0) / float(size * size)
-        return MixSpec("cutmix", lam, (y0, y1, x0, x1))
+        return MixSpec("cutmix", lam, (y0, y1, x0, x1), partner=partner)
 
 
 def plan_for_dataset(dataset, settings: PlanSettings, mode: str, rank: int = 0, world: int = 1,

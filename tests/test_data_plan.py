@@ -177,7 +177,7 @@ def test_replacement_never_draws_a_known_bad_video_or_one_twice():
 
 
 def test_augment_params_and_mix():
-    plan = make_plan(200)
+    plan = make_plan(200, color_jitter="per_clip")  # one colour map per clip (the named option)
     specs = [plan.clip(0, p) for p in range(len(plan))]
     jitter = np.mean([s.augment.brightness != 1.0 for s in specs])
     gray = np.mean([s.augment.grayscale for s in specs])
@@ -185,6 +185,12 @@ def test_augment_params_and_mix():
     assert 0.7 < jitter < 0.9 and 0.12 < gray < 0.28 and 0.17 < erase < 0.33
     for s in specs:
         assert 0.6 <= s.augment.brightness <= 1.4 and -36 <= s.augment.hue_degrees <= 36
+        assert s.augment.color_mode == "per_clip" and not s.augment.frame_jitter
+    # the default (the recipe): per-frame jitter, the same clip-level draws (grayscale, erasing)
+    per_frame = [make_plan(200).clip(0, p).augment for p in range(len(plan))]
+    assert [a.grayscale for a in per_frame] == [s.augment.grayscale for s in specs]
+    assert [a.erase for a in per_frame] == [s.augment.erase for s in specs]
+    assert [bool(a.frame_jitter) for a in per_frame] == [s.augment.brightness != 1.0 for s in specs]
     modes = [plan.mix(0, step) for step in range(400)]
     cut = [m for m in modes if m.mode == "cutmix"]
     assert 0.4 < len(cut) / len(modes) < 0.6

@@ -112,7 +112,10 @@ def test_set_overrides_and_accumulation_refusals():
 def test_accumulation_gives_the_same_update(dataset, tmp_path):
     # BatchNorm in running-statistics mode and no mixing: every clip's gradient is independent of its
     # micro-batch, so 1 x 4 and 2 x 2 must give the same step.
-    common = dict(train__freeze_bn_stats=True, data__mix_p=0.0, train__max_steps=2, train__total_batch=4)
+    # The lr of the per-step schedule: the recipe's micro-batch schedule gives 1 x 4 and 2 x 2 different lrs
+    # (its lag is one micro-batch; tests/test_recipe_lr.py checks it).
+    common = dict(train__freeze_bn_stats=True, data__mix_p=0.0, train__max_steps=2, train__total_batch=4,
+                  train__lr_schedule="per_step")
     run(dataset, tmp_path / "one", data__batch_size=4, **common)
     run(dataset, tmp_path / "acc", data__batch_size=2, **common)
     assert [v for *_, v in h.samples(tmp_path / "one")] == \

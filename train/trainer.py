@@ -5,7 +5,8 @@
 
 One optimizer step = ``accumulation`` micro-steps of ``data.batch_size`` clips on every rank
 (gradient sync only on the last). Loss = soft-target cross-entropy on the (mixed, smoothed)
-targets + ``aux_loss_weight`` x the alignment loss. Gradients are clipped by their global norm;
+targets + ``aux_loss_weight`` x the alignment loss. Gradients are clipped by their global norm
+when ``train.grad_clip`` > 0 (the recipe does not clip);
 a non-finite loss or norm skips the optimizer update on the device (fused AdamW's ``found_inf``,
 no host sync), is counted, and stops the run after ``max_bad_steps`` in a row (checked at every
 log line, where the host reads the device's counters anyway). lr follows ``recipe.Schedule`` per
@@ -32,17 +33,25 @@ import ila_fast
 from ila_fast.config import Config, accumulation_steps, config_hash, to_toml
 from ila_fast.errors import UserError
 
-from . import checkpoint, distributed
+from . import checkpoint, distributed, resume_check
 from .distributed import DistEnv
 from .monitor import Monitor
 from .parallel import parallelize
 from .recipe import Schedule, param_groups
+from .start_checks import check_start
+from .checkpoint_health import NoSpaceForCheckpoint, guarded_save
+from .run_lock import RunLock, decided_on_rank0
 
 log = logging.getLogger("ila_fast.train")
 
 
 class TrainingStopped(UserError):
     """The run stopped on purpose (non-finite steps); the message says why and what to do."""
+
+
+def _report(text: str) -> None:
+    """A start-up decision on rank 0 (a damaged checkpoint, a stale lock, a changed config): one line."""
+    print(f"ila-fast train: {text}", flush=True)
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -59,6 +68,7 @@ class Trainer:
         self._save_requested = False
         self._stop_requested = False
         self.last_checkpoint: Path | None = None
+        self.best_checkpoint: Path | None = None  # checkpoints/best (train.keep_best)
 
     # ------------------------------------------------------------------ requests
     def request_save(self, stop: bool = True) -> None:
@@ -70,7 +80,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ set-up
     def _build(self, env: DistEnv) -> None:
-        from ila_fast.data import build_loader, read_labels
+        from ila_fast.data import build_loader
+        from ila_fast.data.datasets import class_names_for
         from ila_fast.model import build_model
         from ila_fast.model.ila import InterFrameAlignment
 
@@ -79,6 +90,8 @@ class Trainer:
         self.precision = resolve_precision(tc.precision, device)
         self.compile = device.type == "cuda" if tc.compile is None else tc.compile
         self.accumulation = accumulation_steps(cfg, env.world)
+        names, _ = class_names_for(cfg)  # model.class_names, data.labels, or data.dataset's bundled names
+        check_start(cfg, self.init, names, resuming=self._resuming())  # before any video is probed
 
         # Data first: a bad list or too many bad videos should stop the run before any model work.
         # Rank 0 probes the videos (and writes the index); the others then read its index.
@@ -93,7 +106,7 @@ class Trainer:
 
         self.train_loader = on_each_rank(lambda: loader("train"))
         self.val_loader = None
-        if cfg.data.val_list and tc.eval_every_epochs:
+        if (cfg.data.val_list or cfg.data.dataset != "list") and tc.eval_every_epochs:
             self.val_loader = on_each_rank(lambda: loader("val", mode="val"))
         self.steps_per_epoch = len(self.train_loader) // self.accumulation
         if self.steps_per_epoch == 0:
@@ -107,8 +120,6 @@ class Trainer:
         torch.manual_seed(tc.seed)
         # The class names go into every checkpoint (and exported file): predict / eval need no CSV.
         # Their count is checked where they are read: the loader for data.labels, the model here.
-        labels = cfg.model.class_names or cfg.data.labels
-        names = read_labels(labels) if labels else None
         model = build_model(cfg.model, class_names=names)
         self.class_names = names
         if self.init:
@@ -123,7 +134,9 @@ class Trainer:
                                  tc.parallelism, device)
         self.optimizer = torch.optim.AdamW(param_groups(self.model, tc), betas=tuple(tc.betas), eps=tc.eps,
                                            fused=True)
-        self.schedule = Schedule(self.optimizer, tc, self.steps_per_epoch)
+        # the micro_batch lr schedule counts the loader's batches, leftovers at an epoch's end included
+        self.schedule = Schedule(self.optimizer, tc, self.steps_per_epoch,
+                                 micro_batches_per_epoch=len(self.train_loader), accumulation=self.accumulation)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         # fp16 trains with a dynamic loss scale kept on the device; bf16 and fp32 need none.
         self.loss_scale = torch.tensor(2.0 ** 16, device=device) if self.precision == "fp16" else None
@@ -132,38 +145,52 @@ class Trainer:
                            if n.endswith(("running_mean", "running_var", "num_batches_tracked"))]
         torch.manual_seed(tc.seed + 1000 * env.rank + 1)  # drop-path differs per rank
 
+    def _choose_checkpoint(self, env: DistEnv) -> None:
+        """Before anything is built: which checkpoint to resume from (damaged ones renamed aside, a
+        config that changes what cannot change refused), decided on rank 0 for every rank."""
+        self.resume_path, self.config_changes = decided_on_rank0(
+            lambda: resume_check.choose_checkpoint(self.output, self.resume, to_toml(self.cfg), _report))
+
+    def _resuming(self) -> bool:
+        """Whether this start will resume a checkpoint (its weights, not CLIP's, are the start)."""
+        if hasattr(self, "resume_path"):
+            return self.resume_path is not None
+        return bool(self.resume) and (self.resume != "auto" or checkpoint.latest_checkpoint(self.output) is not None)
+
     def _resume(self, env: DistEnv) -> None:
         self.step, self.epoch, self.step_in_epoch, self.pending_eval = 0, 0, 0, None
-        if env.rank == 0:
-            checkpoint.remove_partial(self.output)
-        distributed.barrier()
-        path = None
-        if self.resume == "auto":
-            path = checkpoint.latest_checkpoint(self.output)
-        elif self.resume:
-            path = Path(self.resume)
-        path = distributed.broadcast_object(str(path) if path else None)
+        if not hasattr(self, "resume_path"):
+            self._choose_checkpoint(env)
+        path = self.resume_path
         if path is None:
+            decided_on_rank0(lambda: resume_check.settle_run_folder(self.output, self.resume, None, 0, False,
+                                                                    _report) and None)
             return
         meta = checkpoint.read_meta(path)
-        if meta["total_batch"] != self.cfg.train.total_batch:
-            raise UserError(f"{path}: saved with train.total_batch = {meta['total_batch']}, this run has "
-                            f"{self.cfg.train.total_batch}; the data position would not mean the same: "
-                            f"resume with --set train.total_batch={meta['total_batch']}")
         if meta["steps_per_epoch"] != self.steps_per_epoch:
             raise UserError(f"{path}: saved with {meta['steps_per_epoch']} steps per epoch, this run has "
                             f"{self.steps_per_epoch} (a different training list?); start a new --output")
         checkpoint.load(path, self.model, self.optimizer)
+        # the loaded optimizer state carries the checkpoint's lrs and decays: this config's apply
+        resume_check.apply_hyperparameters(self.optimizer, self.model, self.cfg.train)
         self.step, self.epoch, self.step_in_epoch = meta["step"], meta["epoch"], meta["step_in_epoch"]
+        if meta.get("bad_videos"):
+            self.train_loader.bad_log.load_state_dict(meta["bad_videos"])
+        decided_on_rank0(lambda: resume_check.settle_run_folder(
+            self.output, self.resume, path, self.step, meta.get("pending_eval") is not None, _report) and None)
+        self.wall_before = meta.get("wall_time_s", 0.0)
         self.pending_eval = meta.get("pending_eval")
         if self.loss_scale is not None and meta.get("loss_scale"):
             self.loss_scale.fill_(meta["loss_scale"])
             self.scale_clean.fill_(meta.get("loss_scale_clean_steps", 0))
         restored = meta["world"] == env.world and checkpoint.restore_rng(path, env.rank)
+        # each rank's own BatchNorm statistics (load gave every rank rank 0's): a bit-exact resume on every rank
+        own_bn = meta["world"] == env.world and checkpoint.restore_rank_buffers(path, self.model, env.rank)
         self.resumed_from = path
         self.monitor_note = (f"resumed from {path} at step {self.step} (epoch {self.epoch}, step "
                              f"{self.step_in_epoch} of {self.steps_per_epoch})"
-                             + ("" if restored else f"; world size {meta['world']} -> {env.world}, RNG reseeded"))
+                             + ("" if restored else f"; world size {meta['world']} -> {env.world}, RNG reseeded")
+                             + ("" if own_bn else "; every rank starts from rank 0's BatchNorm statistics"))
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict:
@@ -173,32 +200,72 @@ class Trainer:
         env = distributed.setup_distributed(self.env, self.cfg.train.dist_timeout_s,
                                             identity={"config_hash": config_hash(self.cfg),
                                                       "ila_fast": ila_fast.__version__})
+        lock = None
+
+        def take_lock():
+            nonlocal lock
+            lock = RunLock.acquire(self.output, warn=_report)
+
         try:
+            # one writer per run folder: taken on rank 0 before anything there is touched
+            decided_on_rank0(take_lock)
             return self._fit(env)
         finally:
+            if lock is not None:
+                lock.release()
             if owns_group:
                 distributed.teardown_distributed()
 
     def _fit(self, env: DistEnv) -> dict:
+        from ila_fast.config_paths import check_paths
+        from ila_fast.errors import one_line
+
+        from .run_log import RunLog
+
+        # every missing path of the config at once, before any work (and before a run folder exists)
+        check_paths(self.cfg, ("train", "val") if self.cfg.data.val_list and self.cfg.train.eval_every_epochs
+                    else ("train",))
+        self.run_log = None
+        if env.is_main:  # train.log: everything rank 0 prints from here on
+            self.output.mkdir(parents=True, exist_ok=True)
+            self.run_log = RunLog(self.output / "train.log")
+        try:
+            return self._fit_logged(env)
+        except BaseException as e:
+            if self.run_log is not None:
+                self.run_log.write_only(f"ila-fast train: stopped by {type(e).__name__}: {one_line(e)}")
+            raise
+        finally:
+            if self.run_log is not None:
+                self.run_log.close()
+
+    def _fit_logged(self, env: DistEnv) -> dict:
         cfg, tc = self.cfg, self.cfg.train
         self.monitor_note, self.resumed_from = None, None
+        self.started, self.wall_before = time.time(), 0.0  # wall_before: resumed parts, up to their checkpoint
+        self.clips_trained, self.train_seconds = 0, 0.0
+        self._choose_checkpoint(env)
         self._build(env)
         self._resume(env)
+        self.best_top = self._best_so_far()
         if env.is_main:
             self.output.mkdir(parents=True, exist_ok=True)
-            (self.output / "config.toml").write_text(to_toml(cfg))
-        monitor = Monitor(self.output, env.is_main, self.stop_step, self.step, self.steps_per_epoch)
+            resume_check.write_run_config(self.output, to_toml(cfg), self.step, self.config_changes)
+        monitor = Monitor(self.output, env.is_main, self.stop_step, self.step, self.steps_per_epoch,
+                          run_log=self.run_log)
         self.sample_file = None
         if tc.log_samples:
             self.output.mkdir(parents=True, exist_ok=True)
             self.sample_file = open(self.output / f"samples.rank{env.rank}.jsonl", "a", buffering=1)
         monitor.message(f"ila-fast {ila_fast.__version__}: {cfg.model.arch} {cfg.model.dataset} "
-                        f"{cfg.model.frames}x{cfg.model.input_size}, world {env.world}, {self.device.type}, "
-                        f"{self.precision}, compile {self.compile}, {self.accumulation} micro-step(s) of "
+                        f"{cfg.model.frames}x{cfg.model.input_size}, world {env.world} {self.model.mesh_description}, "
+                        f"{self.device.type}, {self.precision}, compile {self.compile}, {self.accumulation} micro-step(s) of "
                         f"{cfg.data.batch_size} clips per step, {self.steps_per_epoch} steps per epoch, "
                         f"{self.total_steps} in all -> {self.output}")
         if self.monitor_note:
             monitor.message(self.monitor_note)
+        if self.config_changes:  # also in config.toml's history
+            monitor.record("config_change", self.step, {k: list(v) for k, v in self.config_changes.items()})
         counters = {k: torch.zeros((), device=self.device)
                     for k in ("loss", "cls", "aux", "norm", "bad", "streak", "max_streak", "skipped")}
         status = "failed"
@@ -206,6 +273,9 @@ class Trainer:
             if self.pending_eval is not None:  # saved at an epoch's end, before its evaluation
                 self._evaluate(monitor, self.pending_eval)
             status = self._run(env, monitor, counters)
+        except NoSpaceForCheckpoint:
+            status = "stopped_no_space"
+            raise
         finally:
             summary = self._summary(status, counters)
             monitor.close(summary)
@@ -237,6 +307,8 @@ class Trainer:
                 interval["steps"] += 1
                 interval["clips"] += tc.total_batch
                 epoch_end = self.step_in_epoch == self.steps_per_epoch
+                if epoch_end:  # the epoch's bad-video report and counts (the loader is not drawn to its end)
+                    self._end_data_epoch(monitor, self.train_loader, self.epoch)
                 eval_due = (epoch_end and self.val_loader is not None
                             and (self.epoch + 1) % tc.eval_every_epochs == 0)
                 time_due = bool(tc.checkpoint_every_minutes) and \
@@ -349,6 +421,8 @@ class Trainer:
                                   "checkpoint is intact: lower the learning rates or check the data, then resume")
         good = max(1.0, steps - values["bad"])
         elapsed = time.perf_counter() - interval["start"]
+        self.clips_trained += interval["clips"]
+        self.train_seconds += elapsed
         scalars = {"loss": values["loss"] / good, "loss_cls": values["cls"] / good, "loss_aux": values["aux"] / good,
                    "grad_norm": values["norm"] / good, "skipped_steps": values["skipped"],
                    "lr": self.optimizer.param_groups[0]["lr"], "clips_per_s": interval["clips"] / max(elapsed, 1e-9),
@@ -372,6 +446,7 @@ class Trainer:
     def _evaluate(self, monitor: Monitor, epoch: int) -> None:
         from .evaluate import evaluate
 
+        self.val_loader.set_epoch(epoch)  # its bad-video report is this training epoch's
         self.model.eval()
         try:
             with torch.no_grad():
@@ -380,21 +455,66 @@ class Trainer:
             self.model.train()
         monitor.eval(self.step, epoch, {"top1": result.top1, "top5": result.top5,
                                         "mean_class_acc": result.mean_class_acc, "scored": float(result.scored)})
+        if self.cfg.train.keep_best and (result.top1, result.top5) > self.best_top:
+            # the same numbers on every rank (evaluate all-reduces), so every rank takes this branch
+            self.best_top = (result.top1, result.top5)
+            self._save(self.env_used, pending_eval=None, best={"top1": result.top1, "top5": result.top5,
+                                                               "epoch": epoch, "step": self.step})
+            monitor.message(f"best top-1 so far ({100 * result.top1:.2f} %): saved {self.best_checkpoint}")
 
-    def _save(self, env: DistEnv, pending_eval: int | None) -> None:
+    @staticmethod
+    def _end_data_epoch(monitor: Monitor, loader, epoch: int) -> None:
+        report = loader.end_epoch(epoch)
+        if report and (report["new_bad_videos_this_epoch"] or report["replacements_this_epoch"]):
+            monitor.message(f"epoch {epoch}: {report['dataset']}: {report['new_bad_videos_this_epoch']} new bad "
+                            f"video(s), {report['replacements_this_epoch']} sample(s) replaced this epoch; "
+                            f"{report['bad_videos']} of {report['videos']} bad so far")
+
+    def _best_so_far(self) -> tuple[float, float]:
+        """(top-1, top-5) of checkpoints/best, or below any result when there is none (a fresh run)."""
+        path = checkpoint.best_checkpoint(self.output)
+        self.best_checkpoint = path
+        found = checkpoint.read_meta(path).get("eval") if path is not None else None
+        value = (found["top1"], found["top5"]) if found else (-1.0, -1.0)
+        return tuple(distributed.broadcast_object(value))
+
+    def _save(self, env: DistEnv, pending_eval: int | None, best: dict | None = None) -> None:
         meta = {"step": self.step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                 "steps_per_epoch": self.steps_per_epoch, "total_batch": self.cfg.train.total_batch,
                 "world": env.world, "pending_eval": pending_eval, "version": ila_fast.__version__,
                 "config_hash": config_hash(self.cfg), "time": time.time(),
                 "loader": {"epoch": self.epoch, "step": self.step_in_epoch * self.accumulation},
                 "loss_scale": float(self.loss_scale) if self.loss_scale is not None else None,
-                "loss_scale_clean_steps": int(self.scale_clean), "class_names": self.class_names}
-        self.last_checkpoint = checkpoint.save(self.output, self.step, self.model, self.optimizer, meta,
-                                               to_toml(self.cfg), self.cfg.train.keep_last)
+                "loss_scale_clean_steps": int(self.scale_clean), "class_names": self.class_names,
+                "wall_time_s": self.wall_before + time.time() - self.started,
+                "bad_videos": self.train_loader.bad_log.state_dict()}
+        if best is not None:  # checkpoints/best: outside keep_last; its evaluation is done
+            meta["eval"] = best
+            self.best_checkpoint = guarded_save(self.output, self.step, self.model, self.optimizer, meta,
+                                                   to_toml(self.cfg), self.cfg.train.keep_last, name=checkpoint.BEST)
+            return
+        self.last_checkpoint = guarded_save(self.output, self.step, self.model, self.optimizer, meta,
+                                            to_toml(self.cfg), self.cfg.train.keep_last)
 
     def _summary(self, status: str, counters) -> dict:
+        from .monitor import eval_summary
+
+        now = time.time()
+        tc = self.cfg.train
         return {"status": status, "step": self.step, "epoch": self.epoch, "total_steps": self.total_steps,
+                "stop_step": self.stop_step, "epochs": tc.epochs,
+                "epochs_done": round(self.step / self.steps_per_epoch, 4),
+                "clips_seen": self.step * tc.total_batch,
+                "wall_time_s": round(self.wall_before + now - self.started, 3),
+                "wall_time_this_process_s": round(now - self.started, 3),
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(now)),
+                # training steps only (no evaluation, no saving), this process
+                "clips_per_s": round(self.clips_trained / self.train_seconds, 3) if self.train_seconds else None,
+                **eval_summary(self.output),
+                "best_checkpoint": str(self.best_checkpoint) if self.best_checkpoint else None,
                 "last_checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
+                "resumed_from": str(self.resumed_from) if self.resumed_from else None,
                 "skipped_steps": float(counters["skipped"]),
                 "bad_videos": self.train_loader.bad_log.summary(), "output": str(self.output)}
 
