@@ -146,6 +146,23 @@ def collate(items: list[dict]) -> dict:
             "specs": [it["spec"] for it in items]}
 
 
+def loader_seed(seed: int, epoch: int) -> int:
+    """The seed of an epoch's DataLoader generator: a function of (seed, epoch) alone."""
+    return (seed * 1_000_003 + epoch * 7919 + 12345) % (2 ** 63)
+
+
+def ignore_stop_signals(worker_id: int = 0) -> None:
+    """DataLoader ``worker_init_fn``: a worker ignores SIGTERM, SIGINT and SIGUSR2. A scheduler, torchrun
+    (``killpg``) or Ctrl-C sends them to every process of the job, and only the main process decides
+    what they mean (save, then stop: ``ila_fast.train.signals``); a worker killed by one would crash
+    the run first. Workers still end with their main process (the DataLoader's own watchdog)."""
+    import signal
+
+    signal.set_wakeup_fd(-1)  # the main process's wakeup socket, inherited by fork: not this process's to use
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2):
+        signal.signal(signum, signal.SIG_IGN)
+
+
 class CpuBackend:
     """Batches of one epoch from ``start_step``: dicts whose 'video' is a (B, T, 3, S, S) uint8 tensor
     of resized clips (transport "resized") or a list of RawClips ("raw"); ``finish`` of it and the
@@ -176,9 +193,13 @@ class CpuBackend:
         batches = [list(self.plan.batch_positions(s)) for s in range(start_step, self.plan.steps_per_epoch)]
         if not batches:
             return iter(())
+        # The DataLoader draws its workers' base seed when an iterator starts: from its own generator,
+        # seeded by (seed, epoch), never from the global RNG, which a resume restores for dropout and
+        # drop-path (an iterator started mid-epoch would otherwise shift every later draw).
+        generator = torch.Generator().manual_seed(loader_seed(self.plan.s.seed, epoch))
         loader = DataLoader(dataset, batch_sampler=batches, num_workers=self.num_workers, collate_fn=collate,
-                            pin_memory=self.pin_memory, persistent_workers=False,
-                            prefetch_factor=4 if self.num_workers else None)
+                            pin_memory=self.pin_memory, persistent_workers=False, generator=generator,
+                            prefetch_factor=4 if self.num_workers else None, worker_init_fn=ignore_stop_signals)
         return iter(loader)
 
     def finish(self, video, specs, device) -> torch.Tensor:

@@ -4,10 +4,13 @@
     torchrun --nproc_per_node 8 -m ila_fast.cli train --config k400_b16_8f --output runs/b16
 
 Started again with the same ``--output``, it resumes from the newest complete checkpoint there.
+SIGTERM, SIGINT (Ctrl-C) and SIGUSR2 save at the next step and stop (exit 0); see ``signals.py``.
 """
 from __future__ import annotations
 
 from ila_fast.arguments import add_config_argument, add_set_argument, int_range
+
+from .signals import StopOnSignals
 
 
 def add_arguments(parser) -> None:
@@ -40,16 +43,34 @@ def run(args) -> int:
 
     from .trainer import Trainer
 
-    if not cfg.data.train_list:
+    if not cfg.data.train_list and cfg.data.dataset == "list":
         from ila_fast.errors import UserError
 
         raise UserError(f"{args.config}: data.train_list is not set; set the [data] keys (or --set "
                         "data.train_list=...), or try it on synthetic videos with --synthetic DIR")
     resume = None if args.resume == "none" else args.resume
     trainer = Trainer(cfg, args.output, resume=resume, init=args.init)
-    save_on_signals(trainer)
-    summary = trainer.fit()
+    signals = StopOnSignals(trainer.request_save, args.output)
+    try:
+        summary = trainer.fit()
+    finally:
+        signals.close()
+    if summary["status"] == "stopped_on_request" and signals.rank == 0:
+        print(f"ila-fast train: stopped on {signals.requested or 'request'} after saving step "
+              f"{summary['step']} to {summary['last_checkpoint']}; to continue from it, run the same command "
+              f"again: {same_command()}", flush=True)
     return 0 if summary["status"] in ("completed", "stopped_on_request") else 1
+
+
+def same_command() -> str:
+    """This command line as a user would type it again (torchrun's when it launched this process)."""
+    import os
+    import shlex
+    import sys
+
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        return "the same torchrun command (same --output)"
+    return "ila-fast " + shlex.join(sys.argv[1:])
 
 
 def synthetic_data(folder) -> dict:
@@ -64,18 +85,3 @@ def synthetic_data(folder) -> dict:
         make_synthetic(root)
     return {"data.root": str(root), "data.train_list": str(root / "train.txt"),
             "data.val_list": str(root / "val.txt"), "data.labels": str(root / "labels.csv")}
-
-
-def save_on_signals(trainer) -> None:
-    """SIGTERM (torchrun / Slurm stopping the job) and SIGUSR2 (Slurm's --signal before a time limit or
-    preemption): save at the next step boundary, then return. A second SIGTERM/Ctrl-C stops at once."""
-    import signal
-
-    def request(signum, frame):
-        print(f"ila-fast train: {signal.Signals(signum).name}: saving at the next step, then stopping", flush=True)
-        trainer.request_save(stop=True)
-        if signum == signal.SIGTERM:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-    for signum in (signal.SIGTERM, signal.SIGUSR2):
-        signal.signal(signum, request)

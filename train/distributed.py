@@ -67,6 +67,7 @@ def setup_distributed(env: DistEnv | None = None, timeout_s: float = 600.0,
         return env
     backend = "nccl" if device.type == "cuda" else "gloo"
     timeout = datetime.timedelta(seconds=timeout_s)
+    watch_launcher()
     if env.world == 1:
         dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
     else:
@@ -113,6 +114,47 @@ def teardown_distributed() -> None:
     _CONTROL_GROUP = None
 
 
+# ---------------------------------------------------------------- no rank outlives its launcher
+
+_WATCHING = False
+
+
+def watch_launcher(interval_s: float = 0.5) -> bool:
+    """Under torchrun, stop this rank (and its loader workers) within ``interval_s`` of the launcher's death.
+
+    torchrun starts every rank in a session of its own, so a launcher killed alone (SIGKILL, a node
+    agent giving up) leaves its ranks training as orphans, which then race the next run in the same
+    folder. A daemon thread watches the parent pid; when it changes (the rank was re-parented),
+    SIGKILL goes to the rank's process group: the rank and its loader workers, nothing else
+    (torchrun made the rank a group leader). No save: the launcher is gone, so is the job; the
+    newest complete checkpoint stays. Returns whether a watch runs (only under torchrun: a run
+    started from a shell must survive that shell, e.g. under nohup)."""
+    global _WATCHING
+    if _WATCHING or "TORCHELASTIC_RUN_ID" not in os.environ:
+        return _WATCHING
+    import signal
+    import threading
+
+    launcher = os.getppid()
+
+    def stop_rank() -> None:
+        if os.environ.get("LOCAL_RANK", "0") == "0":  # one line per node
+            os.write(2, f"ila-fast: the launcher (pid {launcher}) is gone; stopping this node's ranks now, "
+                        "without saving (the newest complete checkpoint is kept)\n".encode())
+        if os.getpgid(0) == os.getpid():
+            os.killpg(os.getpid(), signal.SIGKILL)
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == launcher:
+            time.sleep(interval_s)
+        stop_rank()
+
+    threading.Thread(target=watch, name="ila-fast-launcher-watch", daemon=True).start()
+    _WATCHING = True
+    return True
+
+
 # ---------------------------------------------------------------- start-up that never hangs silently
 
 _JOIN = "ila_fast/join/"
@@ -140,15 +182,22 @@ def rendezvous(env: DistEnv, timeout_s: float, identity: dict | None = None):
     Each rank announces its host, world size, torch version and ``identity`` and waits at most
     ``timeout_s`` for the others. Raises RendezvousError naming the ranks that did not join (and
     the hosts they were expected on), or those whose world size / identity / versions differ.
+
+    Every rank reports the same outcome in one line, whatever the timing: whether everyone joined
+    is one verdict in the store, set once (``compare_set``) by the first rank to see all joined or
+    to run out of time, and read by all; and the store's owner leaves only after every rank that
+    joined has read what it needs (or ``ACK_WAIT_S``), since its exit closes the store under them.
+    A store that closes all the same (its owner was killed) is one line too.
     """
     hosts = rank_hosts(env.world)
     host = socket.gethostname()
     # under torchrun the agent already hosts the store (MASTER_PORT is its port): every rank is a client,
     # and keys are kept apart per restart of the agent
     agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    owner = env.rank == 0 and not agent_store
     prefix = f"{_JOIN}{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/"
     try:
-        store = dist.TCPStore(env.master_addr, env.master_port, env.world, is_master=env.rank == 0 and not agent_store,
+        store = dist.TCPStore(env.master_addr, env.master_port, env.world, is_master=owner,
                               timeout=datetime.timedelta(seconds=timeout_s), wait_for_workers=False)
     except Exception as e:  # noqa: BLE001 - any failure to connect means the same thing here
         where = f" (host {hosts[0]})" if hosts else ""
@@ -156,19 +205,51 @@ def rendezvous(env: DistEnv, timeout_s: float, identity: dict | None = None):
             f"rank {env.rank} on {host}: could not reach rank 0{where}'s rendezvous store at "
             f"{env.master_addr}:{env.master_port} within {timeout_s:.0f} s: rank 0 did not start, crashed, "
             f"or the port is blocked ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-    mine = dict(identity or {}, world=env.world, torch=torch.__version__)
+    try:
+        _meet(store, env, host, hosts, prefix, owner, timeout_s,
+              dict(identity or {}, world=env.world, torch=torch.__version__))
+    except dist.DistError as e:  # the store went away mid-way: its owner (rank 0, or torchrun's agent) stopped
+        owner_name = "torchrun's agent" if agent_store else "rank 0"
+        raise RendezvousError(
+            f"rank {env.rank} on {host}: {owner_name}'s rendezvous store at {env.master_addr}:{env.master_port} "
+            f"closed during start-up: {owner_name} stopped; its log says why "
+            f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    return store
+
+
+ACK_WAIT_S = 30.0   # how long the store's owner waits for the other ranks to read a failed start-up's verdict
+_JOINED = "all joined"
+
+
+def _meet(store, env: DistEnv, host: str, hosts, prefix: str, owner: bool, timeout_s: float, mine: dict) -> None:
     store.set(f"{prefix}{env.rank}", json.dumps(dict(mine, host=host)))
     keys = [f"{prefix}{r}" for r in range(env.world)]
+    verdict_key = f"{prefix}verdict"
     deadline = time.monotonic() + timeout_s
+
+    def leave(message: str):
+        store.set(f"{prefix}read/{env.rank}", "1")
+        if owner:  # the store dies with this process: first let every rank that joined read its verdict
+            until = time.monotonic() + min(timeout_s, ACK_WAIT_S)
+            while time.monotonic() < until:
+                joined = [r for r, key in enumerate(keys) if store.check([key])]
+                if all(store.check([f"{prefix}read/{r}"]) for r in joined):
+                    break
+                time.sleep(0.05)
+        raise RendezvousError(f"rank {env.rank} on {host}: {message}")
+
     while True:
-        missing = [r for r, key in enumerate(keys) if not store.check([key])]
-        if not missing:
+        present = [store.check([key]) for key in keys]
+        missing = [r for r, ok in enumerate(present) if not ok]
+        if not missing or store.check([verdict_key]) or time.monotonic() > deadline:
+            proposal = _JOINED if not missing else (
+                f"{len(missing)} of {env.world} ranks did not join within {timeout_s:.0f} s: "
+                f"{_describe(missing, hosts)}. Look at those tasks' logs: they crashed before start-up, hang "
+                "in an import, or run a different command.")
+            verdict = store.compare_set(verdict_key, "", proposal).decode()  # the first proposal stands
+            if verdict != _JOINED:
+                leave(verdict)
             break
-        if time.monotonic() > deadline:
-            raise RendezvousError(
-                f"rank {env.rank} on {host}: {len(missing)} of {env.world} ranks did not join within "
-                f"{timeout_s:.0f} s: {_describe(missing, hosts)}. Look at those tasks' logs: they crashed before "
-                "start-up, hang in an import, or run a different command.")
         time.sleep(0.2)
     infos = [json.loads(store.get(key)) for key in keys]
     joined_hosts = [info["host"] for info in infos]
@@ -178,9 +259,8 @@ def rendezvous(env: DistEnv, timeout_s: float, identity: dict | None = None):
         if ranks:
             theirs = sorted({str(infos[r].get(key)) for r in ranks})
             differ.append(f"{key}: {value!r} here, {', '.join(theirs)} on {_describe(ranks, joined_hosts)}")
-    if differ:
-        raise RendezvousError(f"rank {env.rank} on {host}: the ranks do not run the same job: " + "; ".join(differ))
-    return store
+    if differ:  # every rank differs from some other then: each says so, from its own side
+        leave("the ranks do not run the same job: " + "; ".join(differ))
 
 
 def check_first_collective(env: DistEnv, device: torch.device) -> None:
