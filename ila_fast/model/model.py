@@ -93,9 +93,7 @@ class ILAModel(nn.Module):
             self.prompt_generator = PromptGenerator(e, cfg.prompt_layers, cfg.prompt_alpha)
             # Class text features: computed lazily, once, and again only when the class names, the
             # text weights or (upwards) the precision change; see prepare_text_features().
-            self.register_buffer("class_token_ids", torch.zeros(cfg.num_classes, cfg.context_length,
-                                                                dtype=torch.long), persistent=False)
-            self.register_buffer("class_text_features", torch.zeros(cfg.num_classes, e), persistent=False)
+            self._register_text_buffers(cfg.num_classes)
             self.class_names: list[str] | None = None  # None: placeholder labels "class 0", ...
             self._tokens_ready = False
             self._text_version = 0        # bumped by every change the features depend on
@@ -128,6 +126,18 @@ class ILAModel(nn.Module):
         for block in self.transformer.resblocks:
             init_clip_block(block, w, cfg.text_layers)
 
+    @property
+    def prompts(self) -> list[str]:
+        """The text templates of a class name (``model.prompt``); their features are averaged."""
+        return [self.cfg.prompt] if isinstance(self.cfg.prompt, str) else list(self.cfg.prompt)
+
+    def _register_text_buffers(self, num_classes: int, device=None) -> None:
+        # one row of token ids per (template, class), template-major; features per class
+        self.register_buffer("class_token_ids", torch.zeros(len(self.prompts) * num_classes, self.cfg.context_length,
+                                                            dtype=torch.long, device=device), persistent=False)
+        self.register_buffer("class_text_features", torch.zeros(num_classes, self.cfg.embed_dim, device=device),
+                             persistent=False)
+
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         """CLIP's text encoder: (K, context) token ids -> (K, E) at each text's end token.
 
@@ -140,12 +150,24 @@ class ILAModel(nn.Module):
         x = self.ln_final(self.transformer(x))
         return x[torch.arange(x.shape[0], device=x.device), end] @ self.text_projection
 
-    def set_class_names(self, names: list[str] | None) -> None:
-        """Use these class names (None: placeholders); the text features follow lazily."""
+    def set_class_names(self, names: list[str] | None, any_count: bool = False) -> None:
+        """Use these class names (None: placeholders); the text features follow lazily.
+
+        ``any_count``: a text head scores any label set (zero-shot: another dataset's classes), so its
+        class count becomes ``len(names)``; a classifier head has a fixed count and refuses.
+        """
+        import dataclasses
+
         from ila_fast.config import ConfigError
 
         if names is not None:
             names = [str(n) for n in names]
+            if any_count and self.text_head and len(names) != self.cfg.num_classes:
+                held = self.class_text_features.dtype  # the model's cast precision stays
+                self.cfg = dataclasses.replace(self.cfg, num_classes=len(names))
+                self._register_text_buffers(len(names), self.class_token_ids.device)
+                self.class_text_features = self.class_text_features.to(held)
+                self._tokens_ready = False
             if len(names) != self.cfg.num_classes:
                 raise ConfigError(f"got {len(names)} class names for a model with model.num_classes = "
                                   f"{self.cfg.num_classes}")
@@ -165,6 +187,7 @@ class ILAModel(nn.Module):
         from ila_fast.config import ConfigError
 
         names = self.class_names or [f"class {i}" for i in range(self.cfg.num_classes)]
+        names = [template.replace("{}", name) for template in self.prompts for name in names]
         tokenizer = import_open_clip().get_tokenizer("ViT-B-16")
         tokens = tokenizer(names, context_length=self.cfg.context_length)
         largest = int(tokens.max())
@@ -211,7 +234,8 @@ class ILAModel(nn.Module):
         with torch.inference_mode():
             for tokens in self.class_token_ids.split(TEXT_BATCH):
                 chunks.append(self.encode_text(tokens))
-        features = torch.cat(chunks)
+        # the mean over templates of each class's features (one template: exactly its features)
+        features = torch.cat(chunks).view(len(self.prompts), -1, chunks[0].shape[-1]).mean(dim=0)
         with torch.no_grad():  # a normal tensor (inference tensors cannot be saved for backward)
             if self.class_text_features.dtype != dtype:
                 self.class_text_features = self.class_text_features.to(dtype)
