@@ -24,8 +24,8 @@ __all__ = ["DatasetError", "VideoDataset", "VideoEntry", "VideoIndex", "VideoInf
 
 log = logging.getLogger("ila_fast.data")
 
-INDEX_VERSION = 5  # 2: main stream, frame-index rule ("pts" / "count"), DALI issues; 3: container; 4: its DALI issue;
-# 5: the reorder depth
+INDEX_VERSION = 6  # 2: main stream, frame-index rule ("pts" / "count"), DALI issues; 3: container; 4: its DALI issue;
+# 5: the reorder depth; 6: packed B-frames (counted in every container)
 SAVE_EVERY_S = 60.0  # a long probe writes what it has this often
 
 

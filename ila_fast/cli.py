@@ -37,6 +37,8 @@ COMMANDS: dict[str, Command] = {
     "export": Command("ila_fast.train.export", "a training checkpoint -> a single-file model"),
     "eval": Command("ila_fast.train.eval_command", "the test protocol (clips x crops, every video once, any "
                                                    "number of ranks): eval.json, confusion matrix, table"),
+    "ensemble": Command("ila_fast.train.ensemble", "combine the score tables of `eval --save-scores` runs "
+                                                   "(several models or views): top-1 / top-5 of the ensemble"),
     "predict": Command("ila_fast.predict", "top-5 classes of video files (multi-view, CPU or GPU)"),
     "show-alignment": Command("ila_fast.alignment_picture", "picture of ILA's alignment points and masks on "
                                                             "each frame pair of a video"),

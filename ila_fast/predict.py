@@ -4,8 +4,10 @@
 
 Each video is probed and decoded by the CPU data backend (any container / codec FFmpeg reads)
 and scored as in ``ila-fast eval``: softmax averaged over ``data.test_clips`` x
-``data.test_crops`` views. A video that cannot be read gets one line saying why; the others
-still run, and the exit code is 1 when any failed. Light at its top: no torch while parsing.
+``data.test_crops`` views. A video that cannot be read gets one line saying why (and nothing
+else: the data pipeline's log lines about the temporary list are kept quiet); the others still
+run. Exit code 0: all scored; 1: some could not be read; 2: none could. Light at its top: no
+torch while parsing.
 """
 from __future__ import annotations
 
@@ -87,29 +89,43 @@ def videos_loader(cfg, paths, workdir, mode: str, device, clips=None, crops=None
     return build_loader(data, "val", m.frames, m.input_size, m.num_classes, device=device, mode=mode)
 
 
-def run(args) -> int:
-    import json
-    import sys
+def score_videos(model, cfg, args, names, device) -> tuple[dict, dict, int]:
+    """({video index: top-5}, {video index: (reason, detail)} of the unreadable ones, views per video)."""
     import tempfile
 
     from ila_fast.data import TooManyBadVideos
-    from ila_fast.data.bad_videos import REASONS
     from ila_fast.train.evaluate import evaluate
 
-    cfg, model, names, description, device = load_for_inference(args)
-    k = model.cfg.num_classes
     with tempfile.TemporaryDirectory(prefix="ila-fast-predict-") as work:
         loader = videos_loader(cfg, args.videos, work, "test", device, args.clips, args.crops)
         bad = {v: (e.reason, e.detail) for v, e in loader.bad_log.bad.items()}
         scored, views = {}, 0
         if len(bad) < len(args.videos):
             try:
-                result = evaluate(model, loader, k, class_names=names)
+                result = evaluate(model, loader, model.cfg.num_classes, class_names=names)
                 scored = {p["index"]: p["top5"] for p in result.per_video}
                 bad = {b["index"]: (b["reason"], b["detail"]) for b in result.bad}
                 views = result.views
             except TooManyBadVideos:  # every remaining video failed while decoding
                 bad.update({v: (e.reason, e.detail) for v, e in loader.bad_log.bad.items()})
+    return scored, bad, views
+
+
+def run(args) -> int:
+    import json
+    import logging
+    import sys
+
+    from ila_fast.data.bad_videos import REASONS
+
+    cfg, model, names, description, device = load_for_inference(args)
+    quiet = logging.getLogger("ila_fast")  # its warnings name the temporary list: each video gets its own line
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        scored, bad, views = score_videos(model, cfg, args, names, device)
+    finally:
+        quiet.setLevel(level)
     out = []
     for i, path in enumerate(args.videos):
         if i in scored:
@@ -130,6 +146,6 @@ def run(args) -> int:
                     print(f"  {t['score']:7.3f}  {t['name']}")
             else:
                 print(f"{o['video']}: cannot read ({o['reason']}: {o['error']})", file=sys.stderr)
-        if failed:
+        if failed and failed < len(out):
             print(f"predict: {failed} of {len(out)} videos could not be read", file=sys.stderr)
-    return 1 if failed else 0
+    return 0 if not failed else 2 if failed == len(out) else 1

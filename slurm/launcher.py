@@ -166,8 +166,9 @@ def run(args) -> int:
     params = sbatch_parameters(cfg0)
     if args.dry_run:
         print(sbatch_script(params, job_folder, array=len(runs) if len(runs) > 1 else None))
-        for run_dir, cfg, point in runs:
-            print(f"# run {run_dir}  overrides {point or '{}'}  config hash {config_hash(cfg)}")
+        for run_dir, cfg, point in runs:  # the command line's overrides, then the sweep point's
+            shown = " ".join(f"{k}={v!r}" for k, v in {**overrides, **point}.items()) or "none"
+            print(f"# run {run_dir}  config hash {config_hash(cfg)}  overrides: {shown}")
         return 0
 
     import submitit

@@ -1,5 +1,7 @@
 """``ila-fast eval``: the test protocol on a trained model. Light at its top (no torch while parsing).
 
+    ila-fast eval runs/b16                                                # newest checkpoint, the run's config
+    ila-fast eval runs/b16/checkpoints/best --set data.val_list=test.txt  # another list, the rest as trained
     ila-fast eval --config k400_b16_8f --checkpoint runs/b16              # newest complete checkpoint
     ila-fast eval --config k400_b16_8f --checkpoint model.pth             # export / convert output
     ila-fast eval --config k400_b16_8f --checkpoint k400_official.pth     # an official ILA file
@@ -7,7 +9,10 @@
 
 Every video of ``data.val_list`` is scored once over ``data.test_clips`` x ``data.test_crops``
 views (``--mode val``: one centre view), on any number of ranks. Writes ``eval.json``, the
-confusion matrix (PNG, or the most-confused pairs as text beyond 50 classes) and prints a table.
+confusion matrix (PNG, or the most-confused pairs as text beyond 50 classes) and prints a table;
+``--save-scores`` adds ``scores.npy``: every video's softmax summed over its views, for
+``ila-fast ensemble``. A run folder or training checkpoint brings its saved config (data
+settings included); ``--config`` replaces it and ``--set`` changes keys of either.
 """
 from __future__ import annotations
 
@@ -17,8 +22,13 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 
 def add_arguments(parser) -> None:
-    add_config_argument(parser)
-    parser.add_argument("--checkpoint", required=True, metavar="CKPT",
+    parser.add_argument("source", nargs="?", metavar="RUN_OR_CKPT",
+                        help="what to evaluate (same as --checkpoint): a run folder, a training checkpoint folder, "
+                             "an ila-fast model file or an official ILA checkpoint")
+    add_config_argument(parser, required=False,
+                        help_text="run config: a bundled config's name or a TOML file (default: the config saved "
+                                  "with a run folder or training checkpoint; needed for model files)")
+    parser.add_argument("--checkpoint", metavar="CKPT",
                         help="a training checkpoint folder (or a run folder: its newest complete checkpoint), an "
                              "ila-fast model file (export / convert) or an official ILA checkpoint")
     parser.add_argument("--output", metavar="DIR",
@@ -28,7 +38,31 @@ def add_arguments(parser) -> None:
                         help="test: data.test_clips x data.test_crops views per video; val: one centre view")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="autocast dtype of the forward (auto: bf16 on a GPU, fp32 on a CPU)")
+    parser.add_argument("--save-scores", action="store_true",
+                        help="also write scores.npy beside eval.json: each video's softmax summed over its views "
+                             "(videos x classes, list order; combine runs with `ila-fast ensemble`)")
     add_set_argument(parser)
+
+
+def eval_config(config, checkpoint, overrides: dict, command: str = "eval"):
+    """The config of an evaluation: ``config`` when given, else the one saved with a run folder or
+    training checkpoint; ``overrides`` (--set) apply to either. Returns (config, where it came from)."""
+    from pathlib import Path
+
+    from ila_fast.config import load_config
+    from ila_fast.errors import UserError
+
+    if config:
+        return load_config(config, overrides), str(config)
+    path = Path(checkpoint)
+    if path.is_dir():
+        from .export import resolve_checkpoint
+
+        saved = resolve_checkpoint(path) / "config.toml"
+        if saved.is_file():
+            return load_config(saved, overrides), str(saved)
+    raise UserError(f"{command} {checkpoint}: a model file carries no data settings; give --config NAME|TOML "
+                    "(e.g. the run's config.toml), or a run folder / training checkpoint, which bring theirs")
 
 
 def default_output(checkpoint) -> "Path":  # noqa: F821 - Path imported lazily
@@ -90,7 +124,7 @@ def load_model(checkpoint, model_cfg, class_names: list[str] | None = None, name
             check_names(class_names, model.cfg.num_classes, path, names_from)
             model.set_class_names(class_names)
             return model, f"official ILA checkpoint {path} (converted: {report['mapped']} tensors)"
-    cfg = dataclasses.replace(saved, **runtime)
+    cfg = dataclasses.replace(saved, **runtime, clip_weights=None)  # the weights are the checkpoint's
     check_names(class_names, cfg.num_classes, path, names_from)
     if class_names is None:
         class_names = stored_names  # names given (--labels, data.labels) win over the stored ones
@@ -132,13 +166,20 @@ def run(args) -> int:
     import time
     from pathlib import Path
 
-    from ila_fast.config import load_config, parse_overrides, to_dict
+    from ila_fast.config import parse_overrides, to_dict
+    from ila_fast.config_paths import check_paths
+    from ila_fast.errors import UserError
 
-    cfg = load_config(args.config, parse_overrides(args.overrides))
-    if not cfg.data.val_list:
-        from ila_fast.errors import UserError
-
-        raise UserError(f"{args.config}: data.val_list is not set; give it (or --set data.val_list=PATH)")
+    if args.source and args.checkpoint and args.source != args.checkpoint:
+        raise UserError(f"eval: two models given ({args.source} and --checkpoint {args.checkpoint}); give one")
+    args.checkpoint = args.source or args.checkpoint
+    if not args.checkpoint:
+        raise UserError("eval: nothing to evaluate: give a run folder or checkpoint (ila-fast eval RUN)")
+    if not Path(args.checkpoint).exists():
+        raise UserError(f"{args.checkpoint}: no such run folder, checkpoint or model file")
+    cfg, config_source = eval_config(args.config, args.checkpoint, parse_overrides(args.overrides))
+    args.config = config_source
+    check_paths(cfg, ("val",), weights=False)  # every missing path at once; the weights come from the checkpoint
 
     from ila_fast.data import build_loader, read_labels
 
@@ -170,6 +211,11 @@ def run(args) -> int:
             report = {"checkpoint": str(args.checkpoint), "model": description, "config": str(args.config),
                       "mode": args.mode, "precision": args.precision, "world": env.world, "seconds": seconds,
                       "model_config": to_dict(m), **result.to_dict()}
+            if args.save_scores:
+                import numpy as np
+
+                np.save(out / "scores.npy", result.scores)
+                report["scores"] = scores_header(result, "scores.npy")
             (out / "eval.json").write_text(json.dumps(report, indent=1))
             picture = write_confusion(result, out / "confusion.png")
             print(f"{description}\n{args.mode} protocol on {cfg.data.val_list}, {env.world} rank(s), "
@@ -177,3 +223,11 @@ def run(args) -> int:
     finally:
         teardown_distributed()
     return 0
+
+
+def scores_header(result, file: str) -> dict:
+    """eval.json's description of a saved score table: what its rows and columns are."""
+    return {"file": file, "shape": list(result.scores.shape), "views_per_video": result.views,
+            "what": "softmax of each view summed over the video's views (float64); rows: data.val_list order, "
+                    "NaN for bad videos; columns: class ids",
+            "videos": result.paths, "labels": result.labels}

@@ -44,6 +44,11 @@ class EvalResult:
     per_video: list[dict]          # {"index", "path", "label", "top5": [[class, mean score], ...]}
     confusion: np.ndarray = field(repr=False)  # (K, K) int64: rows true class, columns top-1 class
     class_names: list[str] | None = None
+    # every listed video's softmax summed over its views, (listed, K) float64 in list order; NaN rows:
+    # bad videos. `ila-fast eval --save-scores` writes it; `ila-fast ensemble` adds such tables.
+    scores: np.ndarray | None = field(default=None, repr=False)
+    paths: list[str] | None = field(default=None, repr=False)   # per row
+    labels: list[int] | None = field(default=None, repr=False)  # per row
 
     def to_dict(self) -> dict:
         k = self.confusion.shape[0]
@@ -122,11 +127,19 @@ def evaluate(model: torch.nn.Module, loader, num_classes: int, env=None, class_n
     model.eval()
     done = 0
     bar = None
+    desc = f"eval ({views} view{'s' if views > 1 else ''} a video)"
+    plain_every = 0  # no terminal to draw a bar on (or one of size 0 x 0): a plain line every ~10 %
     if progress:
-        from tqdm import tqdm  # noqa: PLC0415
+        import sys  # noqa: PLC0415
 
-        bar = tqdm(total=most, desc=f"eval ({views} view{'s' if views > 1 else ''} a video)", unit="batch",
-                   dynamic_ncols=True)
+        from .run_log import has_terminal  # noqa: PLC0415
+
+        if has_terminal(sys.stderr):
+            from tqdm import tqdm  # noqa: PLC0415
+
+            bar = tqdm(total=most, desc=desc, unit="batch", dynamic_ncols=True)
+        else:
+            plain_every = max(1, most // 10)
     try:
         with torch.no_grad():
             for batch in loader:
@@ -142,6 +155,8 @@ def evaluate(model: torch.nn.Module, loader, num_classes: int, env=None, class_n
                 done += 1
                 if bar is not None:
                     bar.update()
+                elif plain_every and (done % plain_every == 0 or done == most):
+                    print(f"{desc}: {done}/{most} batches", flush=True)
             if done > most:  # the loader yielded more than it announced: ranks would fall out of step
                 raise RuntimeError(f"evaluate: rank {rank} ran {done} batches, more than the {most} announced")
             dummy = torch.zeros(1, plan.s.frames, 3, plan.s.input_size, plan.s.input_size, device=device)
@@ -203,13 +218,15 @@ def summarize(scores: torch.Tensor, seen: torch.Tensor, labels: list[int], bad: 
                           "top5": [[int(c), round(float(mean[c]), 6)] for c in top[v]]})
     bad_list = [{"index": v, "path": paths[v], "reason": r, "detail": d} for v, (r, d) in sorted(bad.items())]
     correct = int(hit1[good].sum())
+    table = scores.double().numpy().copy()
+    table[~good.numpy()] = np.nan
     return EvalResult(
         top1=correct / scored if scored else 0.0,
         top5=float(hit5[good].sum()) / scored if scored else 0.0,
         mean_class_acc=float(np.mean(class_acc)) if class_acc else 0.0,
         top1_listed=correct / n if n else 0.0,
         scored=scored, listed=n, views=views, bad=bad_list, per_class=per_class, per_video=per_video,
-        confusion=confusion, class_names=class_names)
+        confusion=confusion, class_names=class_names, scores=table, paths=list(paths), labels=list(labels))
 
 
 # ---------------------------------------------------------------- reports

@@ -6,41 +6,37 @@ and the model config), loadable on one process with no process group:
 """
 from __future__ import annotations
 
-from ila_fast.arguments import add_force_argument, check_output
+from ila_fast.arguments import add_config_argument, add_force_argument, add_set_argument, check_output
+
+# keys whose override changes the class names the file stores (else: the run's own)
+LABEL_KEYS = ("data.labels", "model.class_names")
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("checkpoint", metavar="CKPT",
-                        help="a training checkpoint folder (<output>/checkpoints/step_*) or a run's --output "
+                        help="a training checkpoint folder (<output>/checkpoints/step_* or best) or a run's --output "
                              "(its newest complete checkpoint)")
     parser.add_argument("output", help="the model file to write (.pth)")
+    add_config_argument(parser, required=False,
+                        help_text="a config to use instead of the checkpoint's saved one (same model shapes)")
+    add_set_argument(parser)
     add_force_argument(parser)
 
 
 def resolve_checkpoint(path) -> "Path":  # noqa: F821 (Path imported lazily)
-    """A checkpoint folder, or a run folder -> its newest complete checkpoint."""
-    from pathlib import Path
+    """A checkpoint folder, or a run folder -> its newest checkpoint; a damaged one is refused in one
+    line naming it and what is wrong (``checkpoint_health.checkpoint_for_reading``)."""
+    from .checkpoint_health import checkpoint_for_reading
 
-    from ila_fast.errors import UserError
-
-    from .checkpoint import is_complete, latest_checkpoint
-
-    path = Path(path)
-    if path.is_dir() and not is_complete(path) and (path / "checkpoints").is_dir():
-        found = latest_checkpoint(path)
-        if found is None:
-            raise UserError(f"{path}: a run folder with no complete checkpoint yet")
-        return found
-    if not path.exists():
-        raise UserError(f"{path}: no such checkpoint folder")
-    return path
+    return checkpoint_for_reading(path)
 
 
-def export_model(checkpoint, output) -> "tuple":
-    """Write ``output`` from ``checkpoint``; returns (model, meta)."""
-    import tomllib
+def export_model(checkpoint, output, config=None, overrides: dict | None = None) -> "tuple":
+    """Write ``output`` from ``checkpoint`` with its saved config (or ``config``), ``overrides``
+    applied (``model.kernels``, ``data.labels`` for other class names, ...); returns (model, meta)."""
+    import dataclasses
 
-    from ila_fast.config import Config, build_dataclass
+    from ila_fast.config import load_config
     from ila_fast.model import build_model
     from ila_fast.model.convert import save_checkpoint
 
@@ -48,8 +44,15 @@ def export_model(checkpoint, output) -> "tuple":
 
     path = resolve_checkpoint(checkpoint)
     state, meta = load_model_state(path)
-    cfg = build_dataclass(Config, tomllib.loads((path / "config.toml").read_text()), str(path / "config.toml"))
-    model = build_model(cfg.model, class_names=meta.get("class_names"))  # older checkpoints: None
+    overrides = overrides or {}
+    cfg = load_config(config or path / "config.toml", overrides)
+    names = meta.get("class_names")  # the run's (older checkpoints: None)
+    if config or any(key in overrides for key in LABEL_KEYS):
+        from ila_fast.data import read_labels
+
+        labels = cfg.model.class_names or cfg.data.labels
+        names = read_labels(labels) if labels else names
+    model = build_model(dataclasses.replace(cfg.model, clip_weights=None), class_names=names)  # weights: the state
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         from ila_fast.errors import UserError
@@ -61,7 +64,9 @@ def export_model(checkpoint, output) -> "tuple":
 
 
 def run(args) -> int:
+    from ila_fast.config import parse_overrides
+
     output = check_output(args.output, args.force)
-    model, meta = export_model(args.checkpoint, output)
+    model, meta = export_model(args.checkpoint, output, args.config, parse_overrides(args.overrides))
     print(f"exported step {meta['step']} (epoch {meta['epoch']}) of {args.checkpoint} -> {output}")
     return 0

@@ -13,14 +13,17 @@ import sys
 import time
 from pathlib import Path
 
+from .run_log import has_terminal
+
 # The scalars shown in the bar / plain lines, in order, with their format.
 SHOWN = (("loss", "{:.4f}"), ("lr", "{:.2e}"), ("clips_per_s", "{:.1f}"), ("data_wait", "{:.0%}"))
 
 
 class Monitor:
     def __init__(self, output: str | Path, enabled: bool, total_steps: int, start_step: int = 0,
-                 steps_per_epoch: int = 1, tensorboard: bool = True):
+                 steps_per_epoch: int = 1, tensorboard: bool = True, run_log=None):
         self.enabled, self.output = enabled, Path(output)
+        self.run_log = run_log  # train.log (run_log.RunLog): gets the bar's steps as plain lines
         self.total_steps, self.steps_per_epoch = total_steps, steps_per_epoch
         self.history: list[dict] = []
         self.evals: list[dict] = []
@@ -34,14 +37,17 @@ class Monitor:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.writer = SummaryWriter(str(self.output / "tb"), purge_step=start_step or None)
+                # a resumed (or restarted) run logs again from start_step + 1: TensorBoard drops the
+                # earlier event files' points from there, so curves never overlap
+                self.writer = SummaryWriter(str(self.output / "tb"), purge_step=start_step + 1)
             except ImportError:  # tensorboard is a core dependency; keep training if it is broken
                 print("ila-fast: tensorboard is not importable; TensorBoard scalars are off", file=sys.stderr)
-        if sys.stdout.isatty():
+        if has_terminal(sys.stdout):  # a tty of size 0 x 0 would show no bar at all: plain lines there
             from tqdm import tqdm
 
+            # the bar draws on the real stream, not into train.log's tee
             self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
-                            desc="train")
+                            desc="train", file=run_log.stderr if run_log is not None else sys.stderr)
 
     def _write(self, record: dict) -> None:
         self.jsonl.write(json.dumps(record) + "\n")
@@ -57,16 +63,19 @@ class Monitor:
             for key, value in scalars.items():
                 self.writer.add_scalar(f"train/{key}", value, step)
         shown = {k: fmt.format(scalars[k]) for k, fmt in SHOWN if k in scalars}
+        done = step - self.start_step
+        rate = done / max(1e-9, time.time() - self.start_time)
+        eta = (self.total_steps - step) / rate if rate > 0 else float("nan")
+        text = " ".join(f"{k} {v}" for k, v in shown.items())
+        line = f"epoch {epoch} step {step}/{self.total_steps} {text} eta {_duration(eta)}"
         if self.bar is not None:
             self.bar.set_description(f"epoch {epoch}")
             self.bar.set_postfix(shown, refresh=False)
             self.bar.update(advanced)
+            if self.run_log is not None:
+                self.run_log.write_only(line)
         else:
-            done = step - self.start_step
-            rate = done / max(1e-9, time.time() - self.start_time)
-            eta = (self.total_steps - step) / rate if rate > 0 else float("nan")
-            text = " ".join(f"{k} {v}" for k, v in shown.items())
-            print(f"epoch {epoch} step {step}/{self.total_steps} {text} eta {_duration(eta)}", flush=True)
+            print(line, flush=True)
 
     def message(self, text: str) -> None:
         if not self.enabled:
@@ -99,8 +108,34 @@ class Monitor:
         if self.writer is not None:
             self.writer.close()
         self.jsonl.close()
-        (self.output / "summary.json").write_text(json.dumps(summary, indent=1))
-        self.curves()
+        # A full disk must neither leave summary.json empty (it is replaced whole, or kept) nor hide
+        # the error that stopped the run behind its own.
+        try:
+            write_atomic(self.output / "summary.json", json.dumps(summary, indent=1))
+            self.curves()
+        except OSError as e:
+            print(f"ila-fast: could not write {self.output / 'summary.json'} or curves.png ({e})", file=sys.stderr)
+
+    def record(self, kind: str, step: int, fields: dict) -> None:
+        """A metrics.jsonl line other than a train or eval record (e.g. kind "config_change")."""
+        if self.enabled:
+            self._write({"kind": kind, "step": step, "time": time.time(), **fields})
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """``path`` holds ``text`` whole, or what it held before: written beside it, then renamed."""
+    import os
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_metrics(output: str | Path) -> tuple[list[dict], list[dict]]:
@@ -113,8 +148,31 @@ def read_metrics(output: str | Path) -> tuple[list[dict], list[dict]]:
                 record = json.loads(line)
             except json.JSONDecodeError:  # a line cut by a kill: skip it
                 continue
-            (train if record.get("kind") == "train" else evals)[record["step"]] = record
+            kind = record.get("kind")
+            if kind in ("train", "eval"):  # other kinds (config_change, ...) are not curves
+                (train if kind == "train" else evals)[record["step"]] = record
     return [train[k] for k in sorted(train)], [evals[k] for k in sorted(evals)]
+
+
+EVAL_PROTOCOL = ("single view: one centre clip per video of data.val_list (`ila-fast eval` runs the "
+                 "multi-view test protocol)")
+
+
+def eval_summary(output: str | Path) -> dict:
+    """The final and the best evaluation of a run (resumed parts included), for summary.json.
+
+    Best = highest top-1, ties broken by top-5, then the earlier step."""
+    _, evals = read_metrics(output)
+    out: dict = {"eval_protocol": EVAL_PROTOCOL, "evaluations": len(evals)}
+    for key in ("final", "best"):
+        out.update({f"{key}_top1": None, f"{key}_top5": None, f"{key}_eval_step": None, f"{key}_eval_epoch": None})
+    if not evals:
+        return out
+    best = max(evals, key=lambda r: (r.get("top1", -1.0), r.get("top5", -1.0), -r["step"]))
+    for key, record in (("final", evals[-1]), ("best", best)):
+        out.update({f"{key}_top1": record.get("top1"), f"{key}_top5": record.get("top5"),
+                    f"{key}_eval_step": record["step"], f"{key}_eval_epoch": record.get("epoch")})
+    return out
 
 
 def plot_curves(outputs: list[str | Path], path: str | Path, labels: list[str] | None = None) -> Path:
@@ -134,7 +192,9 @@ def plot_curves(outputs: list[str | Path], path: str | Path, labels: list[str] |
         if evals:
             axes[2].plot([r["epoch"] + 1 for r in evals], [100 * r.get("top1", float("nan")) for r in evals],
                          marker="o", label=label)
-    for ax, title, xlabel in zip(axes, ("training loss", "learning rate (message_ group)", "eval top-1 (%)"),
+    # the evaluation during training scores one centre view per video (not the multi-view test protocol)
+    titles = ("training loss", "learning rate (message_ group)", "val top-1 (%), single view")
+    for ax, title, xlabel in zip(axes, titles,
                                  ("step", "step", "epoch")):
         ax.set_title(title)
         ax.set_xlabel(xlabel)
