@@ -96,9 +96,12 @@ def test_rotation_metadata_is_applied(backend):
 
 
 def test_cpu_and_dali_agree_with_every_augmentation():
-    """Same plan, same pixels: crop, resize, jitter, grayscale, normalise, rotation, erasing."""
+    """Same plan, same pixels: crop, resize, jitter, grayscale, normalise, rotation, erasing. The per-clip
+    colour map (an affine map, so a level of decoder difference stays a level); the recipe's per-frame
+    jitter on 8-bit levels: tests/test_recipe_backends.py."""
     names = ["motion_vp9_0", "motion_vp9_1", "motion_mjpeg", "rotated", "odd_size", "vfr"] * 2
-    kw = dict(mixup_alpha=0.0, cutmix_alpha=0.0, color_jitter_p=1.0, grayscale_p=0.3, erasing_p=0.5)
+    kw = dict(mixup_alpha=0.0, cutmix_alpha=0.0, color_jitter_p=1.0, grayscale_p=0.3, erasing_p=0.5,
+              color_jitter="per_clip")
     cpu = list(loader_for(names, "cpu", batch_size=4, **kw))
     dal = list(loader_for(names, "dali", batch_size=4, **kw))
     assert len(cpu) == len(dal) == 3
