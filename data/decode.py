@@ -27,6 +27,7 @@ from .bad_videos import BadVideo
 from .probe import VideoInfo, ffmpeg_logs, ffmpeg_message
 
 _YUV420 = {"yuv420p": False, "yuvj420p": True}  # -> full range?
+_GRAY_BITS = {"gray": 8, "gray9le": 9, "gray10le": 10, "gray12le": 12, "gray14le": 14, "gray16le": 16}
 # Codecs whose frames map one-to-one to packets and whose non-reference frames can be skipped safely
 # (AV1 / VP9 pack hidden reference frames into packets: skipping them loses needed frames).
 SKIP_NONREF_CODECS = frozenset({"h264", "hevc", "mpeg2video", "mpeg1video", "mpeg4"})
@@ -57,7 +58,10 @@ class _Region:
         x, y, w, h = box
         fmt = frame.format.name
         self.box = box
-        if fmt not in _YUV420:
+        if fmt in _GRAY_BITS:
+            self.rgb = gray_to_rgb(frame, box)
+            return
+        if fmt not in _YUV420:  # swscale converts with the frame's range and matrix (limited when untagged)
             self.rgb = frame.to_ndarray(format="rgb24")[y:y + h, x:x + w]
             return
         self.rgb = None
@@ -72,6 +76,25 @@ class _Region:
         self.planes = planes
         self.kind = (_YUV420[fmt] or int(getattr(frame, "color_range", 0) or 0) == 2,
                      int(getattr(frame, "colorspace", 0) or 0) == 1)
+
+
+def gray_to_rgb(frame, box) -> np.ndarray:
+    """The (x, y, w, h) box of a gray frame as (h, w, 3) uint8 RGB, in the frame's real range: tagged
+    limited ("tv": 16..235 at 8 bits) is expanded to 0..255, anything else is full range (FFmpeg's
+    convention for gray). swscale, and so PyAV's ``to_ndarray`` and torchcodec, take every gray
+    frame as full range, the limited ones included: their black comes out 16, their white 235."""
+    bits = _GRAY_BITS[frame.format.name]
+    dtype = np.dtype(np.uint8) if bits == 8 else np.dtype("<u2")
+    plane = frame.planes[0]
+    x, y, w, h = box
+    luma = np.frombuffer(plane, dtype).reshape(plane.height, plane.line_size // dtype.itemsize)[y:y + h, x:x + w]
+    unit = float(1 << (bits - 8))
+    if int(getattr(frame, "color_range", 0) or 0) == 1:  # AVCOL_RANGE_MPEG
+        levels = (luma.astype(np.float32) - 16.0 * unit) * np.float32(255.0 / (219.0 * unit))
+    else:
+        levels = luma.astype(np.float32) * np.float32(255.0 / ((1 << bits) - 1))
+    gray = np.clip(np.rint(levels), 0, 255).astype(np.uint8)
+    return np.repeat(gray[..., None], 3, axis=2)
 
 
 @dataclasses.dataclass
@@ -318,8 +341,11 @@ class TorchCodecDecoder:
     @staticmethod
     def _pyav_decodes(info: VideoInfo) -> bool:
         # torchcodec's exact mode indexes frames as the rule does only in these containers (corpus tests:
-        # MPEG-TS / PS fail), and not with untrusted timestamps or edit lists: PyAV decodes the rest
-        return info.index_by != "pts" or info.dali_issue or info.container not in TORCHCODEC_CONTAINERS
+        # MPEG-TS / PS fail), and not with untrusted timestamps or edit lists; it opens no AVI whose first
+        # timestamp is not 0 ("Could not seek file to pts=0": a stream header that starts at frame 1), and
+        # converts gray as full range even where it is tagged limited: PyAV decodes the rest
+        return bool(info.index_by != "pts" or info.dali_issue or info.container not in TORCHCODEC_CONTAINERS
+                    or (info.container == "avi" and info.frame_pts(0) != 0) or info.pix_fmt in _GRAY_BITS)
 
     def decode_raw(self, path: str, indices, info: VideoInfo, crop=None, out_size: int | None = None) -> RawClip:
         if self._pyav_decodes(info):

@@ -7,9 +7,17 @@ frame ``i`` again:
 
 * ``index_by = "pts"``: every packet has a unique timestamp, so frame i is the frame with the
   i-th smallest pts of the kept (not discarded) packets; decoders may seek to a key frame;
-* ``index_by = "count"``: the timestamps cannot be trusted (H.264 with B-frames in AVI, packets
-  without pts, duplicates); the probe decodes the stream once to count its frames and decoders
-  count frames from the start.
+* ``index_by = "count"``: the timestamps cannot be trusted (any codec with inter frames in AVI,
+  which stores decode-order timestamps; MPEG-4 Part 2 with packed B-frames in any container;
+  packets without pts; duplicates); the probe decodes the stream once to count its frames and
+  decoders count frames from the start.
+
+Packed B-frames (DivX / Xvid AVI files, as UCF101's and HMDB51's): a packet holds a P-frame and the
+B-frame shown before it, and a small "N-VOP" packet later stands in for the delayed frame. FFmpeg
+decodes such a stream right from the start, one frame per packet, but the packets' timestamps are
+not the frames' (the AVI demuxer's first is 1, and frames come out stamped 1, 2, 4, 3, 5, 7, 6, ...),
+so finding frame i by timestamp gives its neighbour. Such streams are indexed by counting wherever
+they are stored (also after a stream copy into MP4 / Matroska).
 
 It also records what DALI would get wrong (``dali_issue``): a header frame count that is not
 the real count, a resolution change, frames hidden by an edit list, untrusted timestamps, a main
@@ -31,6 +39,7 @@ _MP4_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")
 _NOT_MAIN = 1024 | 2048 | 1048576  # dispositions: attached_pic, timed_thumbnails, still_image
 DALI_CONTAINERS = frozenset({"mov", "matroska", "avi"})  # where DALI's frame indices are tested to follow the rule
 _KEY_FRAME_SPACING = 8  # intra-only streams: decode every 8th frame to see the frame size
+_MPEG4_VOP = b"\x00\x00\x01\xb6"  # MPEG-4 Part 2 start code of a coded picture (VOP)
 
 
 def missing_reason(path: Path) -> str:
@@ -65,6 +74,7 @@ class VideoInfo:
     dali_issue: str = ""      # why DALI would decode this video wrongly; "" when it should not
     container: str = ""       # FFmpeg's demuxer (mov, matroska, mpegts, mpeg, avi, flv, ...)
     reorder_depth: int = -1   # the decoder's frame reorder delay FFmpeg's stream probe found (-1: unknown)
+    packed_bframes: bool = False  # MPEG-4 Part 2 with DivX-style packed B-frames (two pictures in a packet)
 
     @property
     def quarter_turns(self) -> int:
@@ -183,7 +193,7 @@ def _probe(path: Path) -> VideoInfo:
                          fps=float(stream.average_rate or stream.guessed_rate or 0),
                          pix_fmt=ctx.format.name if ctx.format is not None else "",
                          reorder_depth=int(getattr(ctx, "reorder_depth", -1)))
-        packets, sizes = _demux(av, container, stream)
+        packets, sizes, info.packed_bframes = _demux(av, container, stream, info.codec == "mpeg4")
         issues = []
         demuxer = container.format.name.split(",")[0]
         if demuxer not in DALI_CONTAINERS:
@@ -199,10 +209,13 @@ def _probe(path: Path) -> VideoInfo:
         trusted = None not in pts and len(set(pts)) == len(pts)
         if container.format.name == "avi" and not ctx.codec.intra_only:
             trusted = False  # AVI stores decode-order timestamps: B-frames come out mis-stamped
+        if info.packed_bframes:
+            trusted = False  # packet timestamps are not the frames' (see the module docstring)
         if trusted:
             _index_by_pts(container, stream, info, kept, len(packets), sizes)
         else:
-            why = (f"{pts.count(None)} packets without pts" if None in pts else "duplicate pts" if
+            why = ("packed B-frames: two pictures in one packet" if info.packed_bframes else
+                   f"{pts.count(None)} packets without pts" if None in pts else "duplicate pts" if
                    len(set(pts)) < len(pts) else "AVI stores decode-order timestamps")
             issues.append(f"its timestamps do not give the frame order ({why})")
             _index_by_count(av, container, stream, info, sizes)
@@ -216,9 +229,10 @@ def _probe(path: Path) -> VideoInfo:
     return info
 
 
-def _demux(av, container, stream) -> tuple[list, set]:
-    """Every packet's (pts, key, discarded); frame sizes from decoding key frames on the way."""
-    packets, sizes = [], set()
+def _demux(av, container, stream, mpeg4: bool = False) -> tuple[list, set, bool]:
+    """Every packet's (pts, key, discarded); frame sizes from decoding key frames on the way; and, for
+    MPEG-4 Part 2 (``mpeg4``), whether a packet holds two pictures (packed B-frames)."""
+    packets, sizes, packed = [], set(), False
     ctx = stream.codec_context
     since_decoded = _KEY_FRAME_SPACING
     try:
@@ -226,6 +240,8 @@ def _demux(av, container, stream) -> tuple[list, set]:
             if packet.size == 0:
                 continue
             packets.append((packet.pts, packet.is_keyframe, packet.is_discard))
+            if mpeg4 and not packed:
+                packed = bytes(packet).count(_MPEG4_VOP) > 1
             since_decoded += 1
             if packet.is_keyframe and since_decoded >= _KEY_FRAME_SPACING:
                 since_decoded = 0
@@ -242,7 +258,7 @@ def _demux(av, container, stream) -> tuple[list, set]:
         ctx.flush_buffers()
     except Exception:  # noqa: BLE001 - nothing to flush
         pass
-    return packets, sizes
+    return packets, sizes, packed
 
 
 def _index_by_pts(container, stream, info: VideoInfo, kept: list, all_packets: int, sizes: set) -> None:

@@ -305,3 +305,150 @@ def corpus_videos() -> dict[str, tuple[Path, int, int]]:
     out["resolution_change"] = (_resolution_change(root / "sizes.webm", paint, 12), 0, N)
     out["header_undercounts"] = (_header_undercounts(root / "lying.avi", paint, 16), 0, N)
     return out
+
+
+# ---------------------------------------------------------------- AVI files as datasets ship them
+# UCF101 and HMDB51 are Xvid AVI files: MPEG-4 Part 2 with "packed" B-frames (a P-frame and the
+# B-frame shown before it in one packet, an N-VOP packet later standing in for the delayed frame).
+# FFmpeg's AVI demuxer reports their first timestamp as 1. The encoder in FFmpeg writes B-frames
+# unpacked, so the fixture packs them itself, as DivX / Xvid do (the inverse of FFmpeg's
+# mpeg4_unpack_bframes filter), and marks the stream packed as they do (DivX user data ending in 'p').
+MPEG4_VOP = b"\x00\x00\x01\xb6"
+DIVX_PACKED_USER_DATA = b"\x00\x00\x01\xb2DivX503b1393p"
+
+
+def _vop_type(packet: bytes) -> str:
+    """'I', 'P', 'B' or 'S': the coding type of the packet's first picture (VOP)."""
+    at = packet.find(MPEG4_VOP)
+    return "IPBS"[packet[at + 4] >> 6]
+
+
+def _mpeg4_bframe_packets(frames: np.ndarray, fps: int = 25) -> list[bytes]:
+    """Painted frames -> MPEG-4 Part 2 packets in decoding order, two B-frames between references."""
+    import io
+
+    import av
+
+    with av.open(io.BytesIO(), "w", format="avi") as c:
+        s = c.add_stream("mpeg4", rate=fps)
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        s.options = {"g": str(GOP), "bf": "2", "qscale": "2"}
+        packets = [bytes(p) for image in frames
+                   for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24"))]
+        packets += [bytes(p) for p in s.encode()]
+    assert "B" in {_vop_type(p) for p in packets}, "the encoder wrote no B-frames"
+    return packets
+
+
+def _n_vop(fps: int = 25) -> bytes:
+    """A not-coded P picture (N-VOP): type P, no whole second passed, time increment 0 in the
+    VOL's bits (FFmpeg writes log2(fps) rounded up for an integer rate), vop_coded = 0, stuffing."""
+    bits = "01" + "0" + "1" + "0" * max(1, (fps - 1).bit_length()) + "1" + "0"
+    bits += "0" + "1" * (-(len(bits) + 1) % 8)
+    return MPEG4_VOP + int(bits, 2).to_bytes(len(bits) // 8, "big")
+
+
+def _pack_bframes(packets: list[bytes], fps: int = 25) -> list[bytes]:
+    """DivX-style packing: each reference picture carries the first B-frame that follows it in
+    decoding order, the other B-frames move one packet later, an N-VOP ends the group; one packet per
+    frame still. The first packet gets the DivX user data that marks the stream packed."""
+    head = packets[0].find(MPEG4_VOP)
+    packets = [packets[0][:head] + DIVX_PACKED_USER_DATA + packets[0][head:]] + packets[1:]
+    out, k = [], 0
+    while k < len(packets):
+        ref, k = packets[k], k + 1
+        bframes = []
+        while k < len(packets) and _vop_type(packets[k]) == "B":
+            bframes.append(packets[k])
+            k += 1
+        out += [ref + bframes[0], *bframes[1:], _n_vop(fps)] if bframes else [ref]
+    return out
+
+
+def _write_mpeg4_avi(path: Path, packets: list[bytes], size: tuple[int, int], fourcc: str, fps: int = 25) -> Path:
+    """MPEG-4 Part 2 packets (decoding order) into an AVI, one per frame period, as VfW muxers write."""
+    from fractions import Fraction
+
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=fps)
+        s.width, s.height, s.pix_fmt = size[0], size[1], "yuv420p"
+        s.codec_context.codec_tag = fourcc
+        for i, data in enumerate(packets):
+            p = av.Packet(data)
+            p.stream, p.pts, p.dts, p.time_base = s, i, i, Fraction(1, fps)
+            p.is_keyframe = _vop_type(data) == "I"
+            c.mux(p)
+    return path
+
+
+def _avi_starts_at(path: Path, frame: int) -> Path:
+    """Set the AVI stream header's start (strh dwStart): FFmpeg then stamps packet k with ``frame + k``."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    strh = data.find(b"strh")
+    struct.pack_into("<I", data, strh + 8 + 28, frame)  # dwStart
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _gray_video(path: Path, encoder: str, frames: np.ndarray, limited: bool = False) -> Path:
+    """Painted frames as a gray (luma-only) video; ``limited``: black 16 / white 235, tagged "tv" range
+    (the tag survives in Matroska; AVI has no place for it)."""
+    import av
+
+    luma = frames[..., 0]  # painted frames are black or white: R = G = B
+    if limited:
+        luma = (16 + luma.astype(np.int32) * 219 // 255).astype(np.uint8)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(encoder, rate=25)
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "gray"
+        if limited:
+            s.codec_context.color_range = 1
+        for image in luma:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="gray")
+            if limited:
+                frame.color_range = 1
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def _bgr_rawvideo(path: Path, frames: np.ndarray) -> Path:
+    """Uncompressed BGR AVI (the 'DIB ' kind): an RGB pixel format, bottom-up rows in the file."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("rawvideo", rate=25)
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "bgr24"
+        for image in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")):
+                c.mux(p)
+    return path
+
+
+@functools.lru_cache(maxsize=None)
+def avi_videos() -> dict[str, tuple[Path, int, int]]:
+    """name -> (path, painted index of frame 0, frame count) of the AVI corpus (and the same packed
+    stream copied into Matroska and MP4, as `ffmpeg -i x.avi -c copy x.mkv` does)."""
+    root = Path(fixture_videos()["root"]) / "avi"
+    root.mkdir(exist_ok=True)
+    paint = painted_frames()
+    size = (W, H)
+    unpacked = _mpeg4_bframe_packets(paint)
+    out = {}
+    out["xvid_packed"] = (_write_mpeg4_avi(root / "xvid_packed.avi", _pack_bframes(unpacked), size, "XVID"), 0, N)
+    out["mpeg4_bframes"] = (_write_mpeg4_avi(root / "mpeg4_bframes.avi", unpacked, size, "FMP4"), 0, N)
+    out["xvid_packed_mkv"] = (_remux(out["xvid_packed"][0], root / "xvid_packed.mkv", "matroska", False), 0, N)
+    out["xvid_packed_mp4"] = (_remux(out["xvid_packed"][0], root / "xvid_packed.mp4", "mp4", False), 0, N)
+    out["mjpeg_start1"] = (_avi_starts_at(_encode(root / "mjpeg_start1.avi", "mjpeg", paint), 1), 0, N)
+    out["gray_raw"] = (_gray_video(root / "gray_raw.avi", "rawvideo", paint), 0, N)
+    out["gray_raw_start1"] = (_avi_starts_at(_gray_video(root / "gray_raw_start1.avi", "rawvideo", paint), 1), 0, N)
+    out["gray_ffv1"] = (_gray_video(root / "gray_ffv1.avi", "ffv1", paint), 0, N)
+    out["gray_limited_mkv"] = (_gray_video(root / "gray_limited.mkv", "ffv1", paint, limited=True), 0, N)
+    out["bgr_raw"] = (_bgr_rawvideo(root / "bgr_raw.avi", paint), 0, N)
+    return out
