@@ -150,27 +150,33 @@ class ILAModel(nn.Module):
         x = self.ln_final(self.transformer(x))
         return x[torch.arange(x.shape[0], device=x.device), end] @ self.text_projection
 
-    def set_class_names(self, names: list[str] | None, any_count: bool = False) -> None:
+    def set_class_names(self, names: list[str] | None, any_count: bool = False,
+                        prompt: str | list[str] | None = None) -> None:
         """Use these class names (None: placeholders); the text features follow lazily.
 
         ``any_count``: a text head scores any label set (zero-shot: another dataset's classes), so its
-        class count becomes ``len(names)``; a classifier head has a fixed count and refuses.
+        class count becomes ``len(names)``; a classifier head has a fixed count and refuses. ``prompt``:
+        new text template(s) of the names (``model.prompt``), a text head only.
         """
         import dataclasses
 
         from ila_fast.config import ConfigError
 
+        if prompt is not None and self.text_head and prompt != self.cfg.prompt:
+            self.cfg = dataclasses.replace(self.cfg, prompt=prompt)  # checked as the config key is
+            self._tokens_ready = False
         if names is not None:
             names = [str(n) for n in names]
             if any_count and self.text_head and len(names) != self.cfg.num_classes:
-                held = self.class_text_features.dtype  # the model's cast precision stays
                 self.cfg = dataclasses.replace(self.cfg, num_classes=len(names))
-                self._register_text_buffers(len(names), self.class_token_ids.device)
-                self.class_text_features = self.class_text_features.to(held)
-                self._tokens_ready = False
             if len(names) != self.cfg.num_classes:
                 raise ConfigError(f"got {len(names)} class names for a model with model.num_classes = "
                                   f"{self.cfg.num_classes}")
+        if self.text_head and len(self.class_token_ids) != len(self.prompts) * self.cfg.num_classes:
+            held = self.class_text_features.dtype  # another label-set size or template count: the model's cast stays
+            self._register_text_buffers(self.cfg.num_classes, self.class_token_ids.device)
+            self.class_text_features = self.class_text_features.to(held)
+            self._tokens_ready = False
         if not self.text_head:
             self.class_names = names
             return
