@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from ila_fast.arguments import add_config_argument, add_set_argument
 
+from .zero_shot import add_arguments as add_zero_shot_arguments
+
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 
@@ -42,6 +44,7 @@ def add_arguments(parser) -> None:
                         help="also write scores.npy beside eval.json: each video's softmax summed over its views "
                              "(videos x classes, list order; combine runs with `ila-fast ensemble`)")
     add_set_argument(parser)
+    add_zero_shot_arguments(parser)  # --dataset / --split / --annotations / --videos / --labels (zero_shot.py)
 
 
 def eval_config(config, checkpoint, overrides: dict, command: str = "eval"):
@@ -177,6 +180,10 @@ def run(args) -> int:
         raise UserError("eval: nothing to evaluate: give a run folder or checkpoint (ila-fast eval RUN)")
     if not Path(args.checkpoint).exists():
         raise UserError(f"{args.checkpoint}: no such run folder, checkpoint or model file")
+    if getattr(args, "dataset", None):  # zero-shot / cross-dataset: another label set (zero_shot.py)
+        from .zero_shot import run_zero_shot
+
+        return run_zero_shot(args)
     cfg, config_source = eval_config(args.config, args.checkpoint, parse_overrides(args.overrides))
     args.config = config_source
     check_paths(cfg, ("val",), weights=False)  # every missing path at once; the weights come from the checkpoint
