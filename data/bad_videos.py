@@ -77,6 +77,8 @@ class BadVideoLog:
         self.bad: dict[int, BadEvent] = {}
         self.replacements = 0
         self.epoch_replacements = 0
+        self.epoch_new = 0                  # videos first found bad this epoch
+        self.per_epoch: list[dict] = []     # one entry per finished epoch: its own counts
         self.short_repeated: set[int] = set()
 
     @property
@@ -89,6 +91,7 @@ class BadVideoLog:
         self.epoch_replacements += 1
         if event.video not in self.bad:
             self.bad[event.video] = event
+            self.epoch_new += 1
             log.warning("%s: skipping %s (%s: %s)", self.name, self.paths[event.video], event.reason,
                         event.detail or REASONS[event.reason])
         self.check()
@@ -113,8 +116,15 @@ class BadVideoLog:
             if self.report_path:
                 self.write_report(epoch=None)
             unsupported = sum(e.reason in BACKEND_REASONS for e in self.bad.values())
-            broken = len(self.bad) - unsupported
-            what = f"{broken} unreadable" + (f", {unsupported} unsupported by this backend" if unsupported else "")
+            # missing files named on this first line (the one a user sees): a wrong data.root shows at once
+            missing = [self.paths[e.video] for e in sorted(self.bad.values(), key=lambda e: e.video)
+                       if e.reason == "missing"]
+            broken = len(self.bad) - unsupported - len(missing)
+            parts = ([f"{len(missing)} missing: {', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}"]
+                     if missing else [])
+            parts += [f"{broken} unreadable"] if broken or not missing else []
+            parts += [f"{unsupported} unsupported by this backend"] if unsupported else []
+            what = "; ".join(parts)
             hint = (" Videos unsupported by this backend decode with data.backend = 'cpu'." if unsupported else "")
             raise TooManyBadVideos(
                 f"{self.name}: {len(self.bad)} of {len(self.paths)} videos cannot be used ({what}), more than "
@@ -138,7 +148,9 @@ class BadVideoLog:
             "max_bad_fraction": self.max_fraction,
             "by_reason": self.by_reason(),
             "replacements_this_epoch": self.epoch_replacements,
+            "new_bad_videos_this_epoch": self.epoch_new,
             "replacements_total": self.replacements,
+            "per_epoch": self.per_epoch,
             "short_videos_repeated": len(self.short_repeated),
             "bad": [{"path": self.paths[e.video], "index": e.video, "reason": e.reason, "detail": e.detail,
                      "first_position": e.position} for e in sorted(self.bad.values(), key=lambda e: e.video)],
@@ -158,8 +170,27 @@ class BadVideoLog:
         return self.report_path
 
     def end_epoch(self, epoch: int) -> dict:
+        """Close an epoch: its counts join ``per_epoch``, the report is written, the epoch counters reset."""
         log.info("epoch %d: %s", epoch, self.summary())
+        self.per_epoch = [e for e in self.per_epoch if e["epoch"] != epoch]
+        self.per_epoch.append({"epoch": epoch, "new_bad_videos": self.epoch_new,
+                               "replacements": self.epoch_replacements, "bad_videos_so_far": len(self.bad)})
         report = self.report(epoch)
         self.write_report(epoch)
-        self.epoch_replacements = 0
+        self.epoch_replacements = self.epoch_new = 0
         return report
+
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps, so a resumed run counts on (and tries no known-bad video again)."""
+        return {"bad": [[e.video, e.reason, e.detail, e.position] for e in self.bad.values()],
+                "replacements": self.replacements, "epoch_replacements": self.epoch_replacements,
+                "epoch_new": self.epoch_new, "per_epoch": self.per_epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        for video, reason, detail, position in state.get("bad", []):
+            if 0 <= video < len(self.paths) and reason in REASONS:
+                self.bad.setdefault(video, BadEvent(video, reason, detail, position))
+        self.replacements = state.get("replacements", 0)
+        self.epoch_replacements = state.get("epoch_replacements", 0)
+        self.epoch_new = state.get("epoch_new", 0)
+        self.per_epoch = list(state.get("per_epoch", []))

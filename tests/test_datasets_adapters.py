@@ -219,3 +219,20 @@ def test_list_file_with_a_nul_byte_names_file_and_line(tmp_path):
 
 def test_bundled_label_sets_are_package_data():
     assert sorted(p.stem for p in LABELS_DIR.glob("*.csv")) == sorted(n for n in ADAPTERS if n != "list")
+
+
+def test_too_many_bad_videos_names_the_missing_files(tmp_path):
+    from ila_fast.data import TooManyBadVideos
+    from ila_fast.errors import one_line
+
+    ann, videos = layouts.ucf101(tmp_path)
+    (videos / "YoYo" / "v_YoYo_g09_c02.avi").unlink()
+    (videos / "ApplyEyeMakeup" / "v_ApplyEyeMakeup_g08_c01.avi").write_bytes(b"")  # unreadable: empty
+    cfg = load_config("tiny", {"data.dataset": "ucf101", "data.annotations": str(ann), "data.root": str(videos),
+                               "data.backend": "cpu", "data.num_workers": 0, "model.num_classes": 101,
+                               "data.max_bad_fraction": 0.0, "data.report_dir": str(tmp_path)})
+    with pytest.raises(TooManyBadVideos) as e:
+        build_loader(cfg.data, "train", 4, 32, 101)
+    assert one_line(e.value).startswith(
+        f"{ann / 'ucf101_train_split1'}: 3 of 3 videos cannot be used (2 missing: YoYo/v_YoYo_g09_c02.avi, "
+        "Archery/v_Archery_g10_c01.avi; 1 unreadable), more than max_bad_fraction = 0.0 allows (0 videos)")
