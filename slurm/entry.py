@@ -168,6 +168,7 @@ class TrainJob(submitit.helpers.Checkpointable):
 
 def dist_env(job):
     """The trainer's DistEnv from submitit's JobEnvironment; rank hosts exported for start-up messages."""
+    from ila_fast.slurm.network import rendezvous_route
     from ila_fast.train.distributed import DistEnv
 
     hosts = list(job.hostnames)
@@ -175,5 +176,8 @@ def dist_env(job):
     os.environ["ILA_FAST_RANK_HOSTS"] = ",".join(hosts[min(r // per_node, len(hosts) - 1)]
                                                  for r in range(job.num_tasks))
     os.environ["LOCAL_WORLD_SIZE"] = str(per_node)   # what torchrun would set; HSDP's mesh reads it
+    # one address every node reaches, and this node's interface towards it (slurm/network.py)
+    route = rendezvous_route(hosts)
+    log(f"rendezvous: {route.describe()}")
     return DistEnv(rank=job.global_rank, world=job.num_tasks, local_rank=job.local_rank,
-                   master_addr=hosts[0], master_port=job_port(job.raw_job_id))
+                   master_addr=route.address, master_port=job_port(job.raw_job_id))

@@ -80,16 +80,24 @@ def results_within(job, limit_s: float = 300):
     return job.results()
 
 
+def node_of(job) -> str:
+    """The node a one-node job ran on: this machine's name on a single-node cluster, ilafastN on the
+    multi-node one of slurm/cluster.sh."""
+    return subprocess.run(["sacct", "-j", job.job_id, "-X", "-n", "-o", "NodeList%60"], check=False,
+                          capture_output=True, text=True, timeout=60).stdout.strip()
+
+
 def test_rank_that_never_joins_is_named_within_the_timeout(slurm, tmp_path):
     jobs = [executor(tmp_path / "a").submit(join_or_report, 1, 6.0),    # rank 1 missing
             executor(tmp_path / "b").submit(join_or_report, -1, 20.0),  # all join
             executor(tmp_path / "c").submit(join_or_report, -1, 20.0, "hash")]  # configs differ
     missing, joined, differ = (results_within(job) for job in jobs)
     message, waited = missing[0]
-    host = subprocess.run(["hostname", "-s"], check=False, capture_output=True, text=True).stdout.strip()
+    host = node_of(jobs[0])
     assert missing[1] == "exited before joining"
     assert f"1 of 2 ranks did not join within 6 s: rank 1 (host {host})" in message
     assert 6.0 <= waited < 12.0
     assert [r[0] for r in joined] == ["joined", "joined"]
+    other = node_of(jobs[2])
     for rank, (msg, _) in enumerate(differ):
-        assert "do not run the same job: config_hash" in msg and f"rank {1 - rank} (host {host})" in msg
+        assert "do not run the same job: config_hash" in msg and f"rank {1 - rank} (host {other})" in msg
