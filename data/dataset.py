@@ -1,6 +1,6 @@
 """Datasets in the official list format, and the probe index of their videos.
 
-A list file has one video a line, ``relative/path.mp4 <label>`` (spec section 2); a label CSV
+A list file has one video a line, ``relative/path.mp4 <label>`` (docs/specification.md#2-data-format); a label CSV
 ``id,name`` names the classes. Every video is probed once (frame count, size, rotation, codec,
 timestamps, key frames) with PyAV and the results are cached beside the list, keyed by each
 file's size and mtime, so later runs and epochs never probe again unless a file changed.

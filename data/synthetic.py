@@ -7,7 +7,7 @@ frames backwards, so the two classes of a pair have exactly the same distributio
 frames: a model that looks at frames one by one (or pools them in any order) cannot tell the
 pair apart, and scores at most 50% (4 of 8 classes in pairs). Only temporal order helps.
 
-Written in the official list format (spec section 2): ``train.txt`` / ``val.txt`` with
+Written in the official list format (docs/specification.md#2-data-format): ``train.txt`` / ``val.txt`` with
 ``videos/<split>/<name>.<ext> <label>`` lines and ``labels.csv`` (``id,name``), H.264 ``.mp4``
 by default or VP9 ``.webm`` (``--codec vp9``, the codec DALI's CPU decoder accepts).
 """

@@ -2,7 +2,7 @@
 
 For every adjacent frame pair (one row each) the picture shows the two frames of the clip the
 model sees (single centre view), each with the alignment point the point head predicted for
-it and the mask region around that point (the inference-time mask of spec section 3.1,
+it and the mask region around that point (the inference-time mask of docs/specification.md#31-one-block,
 rendered by ``ila_fast.kernels.reference.alignment_masks``), for the chosen block(s): by
 default the last. The points are captured with forward hooks on the blocks' point heads, so
 the model runs unchanged. Light at its top: no torch while parsing.

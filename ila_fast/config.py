@@ -133,7 +133,7 @@ class ModelConfig:
         return self.grid_size ** 2 + 1
 
 
-# Pixel normalisation (ImageNet statistics on 0-255 RGB, spec section 2): the one place they live.
+# Pixel normalisation (ImageNet statistics on 0-255 RGB, docs/specification.md#2-data-format): the one place they live.
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
 DATA_BACKENDS = ("auto", "dali", "cpu")
@@ -145,7 +145,7 @@ DATASET_ADAPTERS = ("list", "kinetics400", "kinetics600", "kinetics700", "ssv2",
 
 @dataclass
 class DataConfig:
-    """Datasets, sampling, augmentation and the loader backend (spec sections 2 and 4).
+    """Datasets, sampling, augmentation and the loader backend (docs/specification.md#2-data-format, docs/recipe.md).
 
     Frames per clip and the input size come from ``model.frames`` / ``model.input_size``.
     """
@@ -257,14 +257,14 @@ ACTIVATION_CHECKPOINTING = ("off", "block")
 
 @dataclass
 class TrainConfig:
-    """The training recipe (spec section 4) and how the trainer runs, saves and reports.
+    """The training recipe (docs/recipe.md) and how the trainer runs, saves and reports.
 
     Per-GPU clips come from ``data.batch_size``; accumulation = total_batch / (batch_size x world),
     reconciled in one place (``accumulation_steps``).
     """
     epochs: int = 50
     warmup_epochs: float = 5.0
-    # AdamW groups (spec section 4): name contains message_ / temporal_ (not message_) / mit. or classifier.
+    # AdamW groups (docs/recipe.md): name contains message_ / temporal_ (not message_) / mit. or classifier.
     lr_message: float = 5e-4
     wd_message: float = 1e-2
     lr_temporal: float = 8e-5

@@ -1,5 +1,5 @@
 """An independent, deliberately plain float64 rendering of ILA, sections 3.1-3.3 of
-../shared/docs/ila-reference.md, written from that page alone (not from ila_fast's model
+docs/specification.md, written from that page alone (not from ila_fast's model
 code nor from ila_fast/kernels), for tests/test_model_spec.py.
 
 Everything takes a state dict (name -> tensor, as ``ILAModel.state_dict()`` or
@@ -218,7 +218,7 @@ def ila_block(x, sd, prefix, cfg, training, updates=None, record=None, bn_traini
 
     ``training`` picks the 9-offset masks and batch-statistics BatchNorm; ``bn_training``
     (default: ``training``) overrides the BatchNorm mode alone (the official-evaluation option
-    of spec section 5: masks in evaluation mode, BatchNorm on batch statistics).
+    of docs/specification.md#5-known-defects-of-the-official-code: masks in evaluation mode, BatchNorm on batch statistics).
     """
     updates = {} if updates is None else updates
     bn_training = training if bn_training is None else bn_training

@@ -150,7 +150,7 @@ def test_clip_loading_refuses_wrong_arch(clip_file):
 # ------------------------------------------------------------ official checkpoints
 def official_layout(width, layers, grid, patch, embed, frames, text_width, text_layers, dataset, channels=256,
                     classes=174):
-    """Names and shapes of an official checkpoint, written out from spec section 7."""
+    """Names and shapes of an official checkpoint, written out from docs/specification.md#7-official-checkpoint-layout."""
     d, c, e = width, channels, embed
     shapes = {"visual.class_embedding": (d,), "visual.positional_embedding": (grid * grid + 1, d),
               "visual.conv1.weight": (d, 3, patch, patch), "visual.proj": (d, e)}

@@ -63,7 +63,7 @@ def test_param_groups_follow_the_recipe_for_a_zoo_config():
     seen = set()
     for name in trainable:
         g = by_param[id(names[name])]
-        # spec section 4, written out independently of recipe.group_of
+        # docs/recipe.md, written out independently of recipe.group_of
         kind = ("message" if "message_" in name else "temporal" if "temporal_" in name else
                 "mit" if name.startswith("mit.") else None)
         assert kind is not None, name

@@ -2,7 +2,7 @@
 
 * ``trainer``: ``Trainer(cfg, output).fit()``, the whole loop; ``request_save()`` for signals;
 * ``distributed``: torchrun variables -> process group; ``parallel``: AC, compile, FSDP2 in one place;
-* ``recipe``: AdamW groups and the lr schedule (spec section 4); ``checkpoint``: DCP checkpoints;
+* ``recipe``: AdamW groups and the lr schedule (docs/recipe.md); ``checkpoint``: DCP checkpoints;
 * ``monitor``: progress bar, TensorBoard, metrics.jsonl, curves; ``evaluate``: every video scored once;
 * ``command``: ``ila-fast train`` / ``ila-fast export``.
 

@@ -5,7 +5,7 @@
 
 ``loader`` is an ``ila_fast.data`` VideoLoader in mode "val" (1 view per video) or "test"
 (``data.test_clips`` x ``data.test_crops`` views). A video's score is its softmax summed over
-its views (spec section 4). Each rank adds its views into a dense (videos, classes) table and
+its views (docs/recipe.md). Each rank adds its views into a dense (videos, classes) table and
 one all-reduce sums the tables, so views of a video may lie in any batch on any rank and no
 sample is dropped or padded. A sample the data pipeline substituted for a bad video (its
 ``ClipSpec.skipped`` is set) is discarded, so the replacement is not counted twice; the bad

@@ -265,7 +265,8 @@ class Trainer:
         if self.monitor_note:
             monitor.message(self.monitor_note)
         if self.config_changes:  # also in config.toml's history
-            monitor.record("config_change", self.step, {k: list(v) for k, v in self.config_changes.items()})
+            monitor.record("config_change", self.step,
+                           {"changes": {k: list(v) for k, v in self.config_changes.items()}})
         counters = {k: torch.zeros((), device=self.device)
                     for k in ("loss", "cls", "aux", "norm", "bad", "streak", "max_streak", "skipped")}
         status = "failed"
@@ -292,7 +293,7 @@ class Trainer:
         while self.step < self.stop_step:
             if self.step_in_epoch >= self.steps_per_epoch:
                 self.epoch, self.step_in_epoch = self.epoch + 1, 0
-            self.model.set_epoch(self.epoch)  # delta schedule (spec section 4)
+            self.model.set_epoch(self.epoch)  # delta schedule (docs/recipe.md)
             self.train_loader.set_epoch(self.epoch)
             self.train_loader.load_state_dict({"epoch": self.epoch, "seed": cfg.data.seed,
                                                "step": self.step_in_epoch * self.accumulation})

@@ -1,4 +1,4 @@
-"""Convert official ILA checkpoints (spec section 7) to ila-fast's layout, by an explicit key map.
+"""Convert official ILA checkpoints (docs/specification.md#7-official-checkpoint-layout) to ila-fast's layout, by an explicit key map.
 
 The architecture is inferred from the checkpoint's tensor shapes, so any official model
 converts without a config; a config, when given, is checked against it. Every source key

@@ -1,4 +1,4 @@
-"""Video heads on top of the per-frame features (spec section 3.3).
+"""Video heads on top of the per-frame features (docs/specification.md#33-heads).
 
 - ``IntegrationTransformer`` (``mit``): temporal positional embedding, one CLIP block over
   frames, a residual around the whole transformer, mean over T.

@@ -1,6 +1,6 @@
 """The ILA branch: learnable inter-frame alignment inside every CLIP ViT block.
 
-Spec: ../shared/docs/ila-reference.md, section 3.1. The alignment and inter-frame
+Spec: docs/specification.md#31-one-block. The alignment and inter-frame
 correlation ops come from ``ila_fast.kernels.get_ops`` (reference PyTorch or fused Triton),
 chosen by ``ModelConfig.kernels``.
 """
@@ -21,7 +21,7 @@ POINT_RANGE = 0.75  # tanh output scale of the point head: points stay inside [-
 
 # True while activation checkpointing recomputes a block's forward: BatchNorm layers must not
 # update their running statistics a second time for the same batch (the official code's
-# gradient checkpointing is broken; spec section 5).
+# gradient checkpointing is broken; docs/specification.md#5-known-defects-of-the-official-code).
 _RECOMPUTING = [False]
 
 

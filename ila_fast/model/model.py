@@ -2,7 +2,7 @@
 
 State-dict names of the CLIP parts follow OpenAI CLIP (``visual.*``, ``token_embedding``,
 ``transformer.resblocks.{i}``, ``ln_final``, ``text_projection``, ``logit_scale``), so CLIP
-weights load without renaming. Spec: ../shared/docs/ila-reference.md, section 3.
+weights load without renaming. Spec: docs/specification.md#3-the-model.
 """
 from __future__ import annotations
 
