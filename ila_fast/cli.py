@@ -46,6 +46,8 @@ COMMANDS: dict[str, Command] = {
     "make-synthetic": Command("ila_fast.commands.make_synthetic", "write a small synthetic motion dataset of "
                                                                   "real videos"),
     "prepare": Command("ila_fast.commands.prepare", "re-encode a dataset for fast loading (short side, GOP, CFR)"),
+    "prepare-dataset": Command("ila_fast.commands.prepare_dataset", "a dataset as downloaded (Kinetics, SSv2, "
+                                                                    "UCF101, HMDB51) -> list files, labels, probe"),
     "submit": Command("ila_fast.slurm.launcher", "queue training on Slurm (submitit): multi-node, requeue on "
                                                  "preemption / time-out, sweeps as job arrays, --status"),
     "bench kernels": Command("ila_fast.commands.bench_kernels", "fused ILA ops vs reference (eager, compiled)"),

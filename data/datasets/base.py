@@ -23,6 +23,10 @@ PHASE_FOLDERS = {"train": ("train", "videos_train", "training", "train_256"),
                  "test": ("test", "videos_test", "testing", "test_256")}
 
 
+class AnnotationsNotFound(DatasetError):
+    """The annotation folder has no file for this phase / split (a download may lack one)."""
+
+
 @dataclass(frozen=True)
 class Sample:
     path: str    # relative to the videos folder (data.root): where the file is, or would be when missing
@@ -149,4 +153,4 @@ def find_one(folder: Path, patterns: tuple[str, ...], what: str, dataset: str) -
         if len(hits) > 1:
             raise DatasetError(f"{folder}: {len(hits)} files could be the {what} ({hits[0].name}, {hits[1].name}); "
                                "point data.annotations at a folder with one")
-    raise DatasetError(f"{folder}: no {what} for {dataset} (looked for {', '.join(patterns)})")
+    raise AnnotationsNotFound(f"{folder}: no {what} for {dataset} (looked for {', '.join(patterns)})")

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from ..dataset import DatasetError
-from .base import ClassNames, DatasetSplit, Sample, VideoFiles, annotation_lines
+from .base import AnnotationsNotFound, ClassNames, DatasetSplit, Sample, VideoFiles, annotation_lines
 
 ROLES = {"train": "1", "val": "2", "test": "2"}
 
@@ -24,7 +24,7 @@ def split_files(annotations: Path, split: int) -> list[Path]:
     pattern = f"*_test_split{split}.txt"
     files = sorted(annotations.glob(pattern)) or sorted(annotations.glob(f"*/{pattern}"))
     if not files:
-        raise DatasetError(f"{annotations}: no HMDB51 split files ({pattern}, e.g. brush_hair_test_split{split}.txt)")
+        raise AnnotationsNotFound(f"{annotations}: no HMDB51 split files ({pattern}, e.g. brush_hair_test_split{split}.txt)")
     return files
 
 
