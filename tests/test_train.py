@@ -137,7 +137,10 @@ def _merge(records, accumulation):
 
 
 def test_two_fsdp_ranks_match_one_process_and_resume_on_one(dataset, tmp_path):
-    common = ["train.freeze_bn_stats=true", "data.mix_p=0.0", "train.max_steps=3", f"data.root={dataset}"]
+    # the per-step lr: the recipe's micro-batch schedule indexes micro-batches per rank, so 2 ranks x 1 and
+    # 1 x 2 micro-batches per step run at slightly different lrs (as the official code would)
+    common = ["train.freeze_bn_stats=true", "data.mix_p=0.0", "train.max_steps=3", f"data.root={dataset}",
+              "train.lr_schedule=per_step"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(_free_port()),
            str(Path(h.__file__)), str(tmp_path / "two"), *common]
@@ -145,7 +148,8 @@ def test_two_fsdp_ranks_match_one_process_and_resume_on_one(dataset, tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     two_ranks = h.losses(tmp_path / "two")
     ranks = [h.samples(tmp_path / "two", r) for r in (0, 1)]
-    run(dataset, tmp_path / "one", train__freeze_bn_stats=True, data__mix_p=0.0, train__max_steps=5)
+    run(dataset, tmp_path / "one", train__freeze_bn_stats=True, data__mix_p=0.0, train__max_steps=5,
+        train__lr_schedule="per_step")
     one = h.losses(tmp_path / "one")
     assert two_ranks.keys() == {1, 2, 3}
     for step in two_ranks:
@@ -154,7 +158,8 @@ def test_two_fsdp_ranks_match_one_process_and_resume_on_one(dataset, tmp_path):
     merged = [sorted(a[2] + b[2]) for a, b in zip(*ranks)]
     assert merged == [sorted(v) for v in _merge(h.samples(tmp_path / "one"), 2)][:3]
     # DCP reshards: the 2-rank checkpoint resumes on one process and continues as if never split
-    summary = run(dataset, tmp_path / "two", train__freeze_bn_stats=True, data__mix_p=0.0, train__max_steps=5)
+    summary = run(dataset, tmp_path / "two", train__freeze_bn_stats=True, data__mix_p=0.0, train__max_steps=5,
+                  train__lr_schedule="per_step")
     assert summary["step"] == 5
     resumed = h.losses(tmp_path / "two")
     for step in (4, 5):
