@@ -30,6 +30,7 @@ setup(
         "numpy",
         "einops",
         "open_clip_torch>=2.24",
+        "timm>=0.9",  # the recipe's lr schedule is timm's CosineLRScheduler (open_clip installs timm too)
         "submitit>=1.5",
         # what users watch: progress bar, TensorBoard scalars, curve / confusion PNGs
         "tqdm",
