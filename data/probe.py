@@ -17,7 +17,8 @@ B-frame shown before it, and a small "N-VOP" packet later stands in for the dela
 decodes such a stream right from the start, one frame per packet, but the packets' timestamps are
 not the frames' (the AVI demuxer's first is 1, and frames come out stamped 1, 2, 4, 3, 5, 7, 6, ...),
 so finding frame i by timestamp gives its neighbour. Such streams are indexed by counting wherever
-they are stored (also after a stream copy into MP4 / Matroska).
+they are stored (also after a stream copy into MP4 / Matroska). A guard for what no rule names: where
+the probe's decode of the last GOP sees frames come out of timestamp order, it counts too.
 
 It also records what DALI would get wrong (``dali_issue``): a header frame count that is not
 the real count, a resolution change, frames hidden by an edit list, untrusted timestamps, a main
@@ -211,10 +212,10 @@ def _probe(path: Path) -> VideoInfo:
             trusted = False  # AVI stores decode-order timestamps: B-frames come out mis-stamped
         if info.packed_bframes:
             trusted = False  # packet timestamps are not the frames' (see the module docstring)
-        if trusted:
-            _index_by_pts(container, stream, info, kept, len(packets), sizes)
-        else:
+        disorder = trusted and not _index_by_pts(container, stream, info, kept, len(packets), sizes)
+        if not trusted or disorder:
             why = ("packed B-frames: two pictures in one packet" if info.packed_bframes else
+                   "frames come out of timestamp order" if disorder else
                    f"{pts.count(None)} packets without pts" if None in pts else "duplicate pts" if
                    len(set(pts)) < len(pts) else "AVI stores decode-order timestamps")
             issues.append(f"its timestamps do not give the frame order ({why})")
@@ -261,7 +262,9 @@ def _demux(av, container, stream, mpeg4: bool = False) -> tuple[list, set, bool]
     return packets, sizes, packed
 
 
-def _index_by_pts(container, stream, info: VideoInfo, kept: list, all_packets: int, sizes: set) -> None:
+def _index_by_pts(container, stream, info: VideoInfo, kept: list, all_packets: int, sizes: set) -> bool:
+    """Index by pts; False (nothing raised) when the decoded frames come out of timestamp order, which
+    the rule (output order) then does not follow: the caller counts instead."""
     pts = sorted(p for p, _ in kept)
     _check_complete(container, stream, pts, all_packets)
     order = {p: i for i, p in enumerate(pts)}
@@ -281,10 +284,13 @@ def _index_by_pts(container, stream, info: VideoInfo, kept: list, all_packets: i
     tail = _decode_frames(container, stream, wanted, seek_pts=info.frame_pts(last_key))
     if tail["count"] == 0 and tail["error"] is None:  # MPEG-TS / PS: the seek lands nowhere useful
         tail = _decode_frames(container, stream, wanted, seek_pts=None)
+    if tail["error"] is None and tail["disorder"]:
+        return False
     if tail["error"] is not None or tail["count"] < len(pts) - last_key:
         why = f" ({tail['error']})" if tail["error"] else ""
         raise BadVideo("truncated", f"only {tail['count']} of the last {len(pts) - last_key} frames decode{why}")
     _finish(info, tail, sizes)
+    return True
 
 
 def _index_by_count(av, container, stream, info: VideoInfo, sizes: set) -> None:
@@ -325,7 +331,7 @@ def _decode_frames(container, stream, wanted: set[int] | None, seek_pts: int | N
     """Decode (after a seek, or from the start) and count the frames in ``wanted`` (None: all)."""
     import av  # noqa: PLC0415
 
-    out = {"count": 0, "error": None, "rotation": 0, "first_size": (0, 0), "sizes": set()}
+    out = {"count": 0, "error": None, "rotation": 0, "first_size": (0, 0), "sizes": set(), "disorder": False}
     try:
         if seek_pts is None:  # from the start: a fresh demuxer (seeking to 0 fails in MPEG-TS)
             with av.open(container.name, metadata_errors="ignore") as fresh:
@@ -339,14 +345,18 @@ def _decode_frames(container, stream, wanted: set[int] | None, seek_pts: int | N
 
 
 def _count(frames, wanted: set[int] | None, out: dict) -> None:
-    """Count the frames of ``wanted`` (None: all) as they decode; note rotation and sizes."""
+    """Count the frames of ``wanted`` (None: all) as they decode; note rotation, sizes, and whether the
+    wanted frames come out of timestamp order."""
     seen = set()
+    last = None
     for frame in frames:
         if wanted is None:
             out["count"] += 1
         elif frame.pts in wanted and frame.pts not in seen:
             seen.add(frame.pts)
             out["count"] = len(seen)
+            out["disorder"] |= last is not None and frame.pts < last
+            last = frame.pts
         else:
             continue
         out["sizes"].add((frame.width, frame.height))

@@ -53,6 +53,22 @@ def test_packed_stream_timestamps_do_not_give_the_frame_order_but_decoding_from_
     assert stamps != sorted(stamps)
 
 
+def test_frames_out_of_timestamp_order_are_counted_even_where_packing_is_not_recognised(monkeypatch):
+    # the generic guard behind the packed-B-frame check: the probe's decode of the last GOP sees frames
+    # come out of timestamp order, so the timestamps cannot give the rule's order
+    from ila_fast.data import probe
+
+    monkeypatch.setattr(probe, "_MPEG4_VOP", b"not a start code")
+    for name in ("xvid_packed_mkv", "xvid_packed_mp4"):
+        path, _, count = avi_videos()[name]
+        info = probe_video(path)
+        assert not info.packed_bframes and info.bad is None, (name, info.detail)
+        assert info.index_by == "count" and info.num_frames == count, name
+        assert "frames come out of timestamp order" in info.dali_issue, (name, info.dali_issue)
+        frames = PyAVDecoder().decode(str(path), [2, 3, 5, 6, N - 1], info)
+        assert read_indices_raw(frames) == [2, 3, 5, 6, N - 1], name
+
+
 INDEX_SETS = [list(range(N)), [0, 3, 5, 9, 13, 17, 22, N - 1], [N - 1, 2, 2, 7, 0, 11], [12]]
 
 
