@@ -11,9 +11,14 @@ from __future__ import annotations
 
 from ila_fast.arguments import int_list
 
-CELL_INCHES = 2.0   # one frame panel
-TITLE_INCHES = 0.8  # the two title lines and the column titles above the panels
+CELL_INCHES = 2.0    # one frame panel
+TITLE_INCHES = 1.15  # the two title lines, the legend and the column titles above the panels
 DPI = 100
+# The mask must read on any video: tokens outside it are dimmed, and its outline is drawn in a
+# light colour on a dark stroke, which stays visible on light and dark, plain and busy frames.
+OUTLINE = "#00e5ff"
+STROKE = "black"
+DIM = 0.6            # opacity of the black veil over tokens of weight 0 (scaled by 1 - weight)
 
 
 def add_arguments(parser) -> None:
@@ -55,11 +60,21 @@ def grid_to_pixels(coord, grid: int, patch: int):
 
 
 def draw(frames, points: dict, masks: dict, grid: int, patch: int, out, title: str = "") -> None:
-    """frames (T, S, S, 3) in [0, 1]; points {block: (T-1, 4)}; masks {block: (T-1, 2, G, G)}."""
+    """frames (T, S, S, 3) in [0, 1]; points {block: (T-1, 4)}; masks {block: (T-1, 2, G, G)}.
+
+    Each token of a frame is veiled in black by (1 - its mask weight) x DIM, the tokens of weight
+    >= 0.5 are outlined (solid) and those of weight > 0 (dashed): the mask exactly as the model
+    applies it, token by token. The point is a white-on-black marker; a legend says what is what."""
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.patheffects as effects
     import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    stroke = [effects.Stroke(linewidth=3.2, foreground=STROKE), effects.Normal()]
 
     blocks = sorted(points)
     pairs, size = frames.shape[0] - 1, frames.shape[1]
@@ -71,20 +86,40 @@ def draw(frames, points: dict, masks: dict, grid: int, patch: int, out, title: s
             for side in (0, 1):  # 0: the pair's first (pre) frame, 1: its second (cur) frame
                 ax = axes[p, 2 * j + side]
                 ax.imshow(frames[p + side], extent=(0, size, size, 0), interpolation="nearest")
-                ax.imshow(masks[b][p, side], extent=(0, size, size, 0), cmap="Reds", alpha=0.45, vmin=0, vmax=1,
-                          interpolation="bilinear")
+                weight = np.clip(np.kron(masks[b][p, side], np.ones((patch, patch))), 0, 1)  # per pixel
+                veil = np.zeros(weight.shape + (4,))
+                veil[..., 3] = DIM * (1 - weight)
+                ax.imshow(veil, extent=(0, weight.shape[1], weight.shape[0], 0), interpolation="nearest")
+                centres = np.arange(weight.shape[0]) + 0.5
+                for level, style in ((0.5, "solid"), (1e-3, "dashed")):
+                    if weight.min() < level <= weight.max():
+                        lines = ax.contour(centres, centres, weight, levels=[level], colors=OUTLINE,
+                                           linewidths=1.6, linestyles=style)
+                        lines.set_path_effects(stroke)
                 x, y = points[b][p, 2 * side], points[b][p, 2 * side + 1]
-                ax.plot(grid_to_pixels(float(x), grid, patch), grid_to_pixels(float(y), grid, patch), marker="+",
-                        color="yellow", markersize=14, markeredgewidth=2.5)
+                ax.plot(grid_to_pixels(float(x), grid, patch), grid_to_pixels(float(y), grid, patch), marker="P",
+                        markerfacecolor="white", markeredgecolor="black", markersize=12, markeredgewidth=1.5,
+                        linestyle="none")
+                ax.set_xlim(0, size)
+                ax.set_ylim(size, 0)
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if p == 0:
                     ax.set_title(f"block {b}: {'pre' if side == 0 else 'cur'}", fontsize=8)
                 if j == 0 and side == 0:
                     ax.set_ylabel(f"frames {p} -> {p + 1}", fontsize=8)
+    height = CELL_INCHES * pairs + TITLE_INCHES
     if title:
-        fig.suptitle(title, fontsize=9)
-    top = 1 - TITLE_INCHES / (CELL_INCHES * pairs + TITLE_INCHES)
+        fig.suptitle(title, fontsize=9, y=1 - 0.05 / height, va="top")
+    legend = [Line2D([], [], marker="P", markerfacecolor="white", markeredgecolor="black", markersize=10,
+                     linestyle="none", label="alignment point"),
+              Line2D([], [], color=OUTLINE, linewidth=1.6, path_effects=stroke, label="mask weight >= 0.5"),
+              Line2D([], [], color=OUTLINE, linewidth=1.6, linestyle="dashed", path_effects=stroke,
+                     label="mask weight > 0"),
+              Patch(facecolor="black", alpha=DIM, label="weight 0 (veiled)")]
+    fig.legend(handles=legend, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.42 / height), ncol=2, fontsize=7,
+               frameon=False, handlelength=2.2, columnspacing=1.2)
+    top = 1 - TITLE_INCHES / height
     fig.subplots_adjust(left=0.06, right=0.99, bottom=0.01, top=top, wspace=0.05, hspace=0.08)
     fig.savefig(out, dpi=DPI)  # no tight bbox: the size is exactly figsize x DPI
     plt.close(fig)
@@ -116,7 +151,7 @@ def show_alignment(model, video, out, blocks: list[int] | None = None, class_nam
     top = int(probs.argmax())
     name = class_names[top] if class_names else str(top)
     draw(frames, {b: points[b].numpy() for b in blocks}, masks, cfg.grid_size, cfg.patch_size, out,
-         title=f"predicted: {name} ({float(probs[top]):.2f})\n+ alignment point, red: its mask")
+         title=f"predicted: {name} ({float(probs[top]):.2f})\nILA's alignment of each frame pair (inference masks)")
     return {"blocks": blocks, "points": {b: np.round(points[b].numpy(), 4).tolist() for b in blocks},
             "top1": top, "top1_name": name}
 

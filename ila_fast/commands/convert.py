@@ -10,8 +10,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("output", help="where to write ila-fast's model file")
     add_config_argument(parser, required=False,
                         help_text="config (bundled name or TOML file) to check the checkpoint against")
-    parser.add_argument("--labels", type=existing_file, metavar="CSV",
-                        help="label CSV (id,name) whose names the file stores, so that predict / eval need none "
+    parser.add_argument("--labels", metavar="CSV|SET",
+                        help="label CSV (id,name) or a bundled label set (kinetics400, ssv2, ...) whose names the "
+                             "file stores, so that predict / eval need none "
                              "(official files carry no names; a Kinetics text head cannot classify without them)")
     add_force_argument(parser)
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 
 def add_arguments(parser) -> None:
-    pass
+    parser.add_argument("--weights", action="store_true",
+                        help="only where the weights come from: each config's official checkpoint URL and convert "
+                             "command, and its CLIP file (no measuring)")
 
 
 def run(args) -> int:
