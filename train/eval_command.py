@@ -225,7 +225,8 @@ def run(args) -> int:
                 report["scores"] = scores_header(result, "scores.npy")
             (out / "eval.json").write_text(json.dumps(report, indent=1))
             picture = write_confusion(result, out / "confusion.png")
-            print(f"{description}\n{args.mode} protocol on {cfg.data.val_list}, {env.world} rank(s), "
+            listed = cfg.data.val_list or f"{cfg.data.dataset} (split {cfg.data.split}) of {cfg.data.annotations}"
+            print(f"{description}\n{args.mode} protocol on {listed}, {env.world} rank(s), "
                   f"{seconds:.1f} s\n{format_table(result)}\nwrote {out / 'eval.json'} and {picture}")
     finally:
         teardown_distributed()
