@@ -75,7 +75,9 @@ def run_zero_shot(args) -> int:
         device = env.device()
         model, description = load_model(args.checkpoint, cfg.model if configured else None, None)
         if model.text_head:  # the new label set's text features, through the configured template(s)
-            model.set_class_names(names, any_count=True, prompt=cfg.model.prompt)
+            # a model file keeps the template(s) it was saved with unless --set model.prompt says otherwise
+            prompt = cfg.model.prompt if configured or "model.prompt" in overrides else None
+            model.set_class_names(names, any_count=True, prompt=prompt)
         elif len(names) != model.cfg.num_classes:
             raise UserError(f"{description} has a classifier head (model.dataset = 'ssv2') over its own "
                             f"{model.cfg.num_classes} classes: it cannot score {args.dataset}'s {len(names)}; "
