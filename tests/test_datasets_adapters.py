@@ -236,3 +236,16 @@ def test_too_many_bad_videos_names_the_missing_files(tmp_path):
     assert one_line(e.value).startswith(
         f"{ann / 'ucf101_train_split1'}: 3 of 3 videos cannot be used (2 missing: YoYo/v_YoYo_g09_c02.avi, "
         "Archery/v_Archery_g10_c01.avi; 1 unreadable), more than max_bad_fraction = 0.0 allows (0 videos)")
+
+
+def test_renamed_ssv2_files_beside_the_loaders_own_files(tmp_path):
+    ann, videos = layouts.ssv2(tmp_path)
+    for kind in ("train", "validation"):
+        (ann / f"something-something-v2-{kind}.json").rename(ann / f"sthv2_{kind}.json")
+    cfg = load_config("ssv2_b16_8f", {"data.dataset": "ssv2", "data.annotations": str(ann), "data.root": str(videos),
+                                      "data.num_workers": 0})
+    load_dataset(cfg.data, "train", 174)  # writes ssv2_train.index.json beside the annotations
+    (ann / "ssv2_val.bad_videos.rank0.json").write_text("{}")
+    assert rows(read_split("ssv2", ann, videos, "train")) == [("78687.webm", 19), ("42326.webm", 141),
+                                                              ("100904.webm", 120)]
+    assert rows(read_split("ssv2", ann, videos, "val")) == [("74225.webm", 140)]

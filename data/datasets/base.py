@@ -146,8 +146,12 @@ def find_one(folder: Path, patterns: tuple[str, ...], what: str, dataset: str) -
     """The one file of ``folder`` (or a sub-folder, one level down) matching the first pattern that matches."""
     if not folder.is_dir():
         raise DatasetError(f"{folder}: the annotations folder (data.annotations / --annotations) does not exist")
+    def ours(path: Path) -> bool:  # what ila-fast writes beside the annotations: probe indexes, bad-video reports
+        return path.name.endswith(".index.json") or ".bad_videos." in path.name
+
     for pattern in patterns:
-        hits = sorted(folder.glob(pattern)) or sorted(folder.glob(f"*/{pattern}"))
+        hits = ([p for p in sorted(folder.glob(pattern)) if not ours(p)]
+                or [p for p in sorted(folder.glob(f"*/{pattern}")) if not ours(p)])
         if len(hits) == 1:
             return hits[0]
         if len(hits) > 1:
