@@ -102,7 +102,7 @@ def ssv2(root: Path) -> tuple[Path, Path]:
         {"id": "78687", "label": "holding potato next to vicks vaporub bottle",
          "template": "Holding [something] next to [something]", "placeholders": ["potato", "vicks vaporub bottle"]},
         {"id": "42326", "label": "spreading margarine onto bread",
-         "template": "Spreading [something] onto [something]", "placeholders": ["margarine", "bread"]},
+         "template": "Spreading [Something] onto [something]", "placeholders": ["margarine", "bread"]},
         {"id": "100904", "label": "putting pen, pencil and eraser on the table",
          "template": "Putting [something], [something] and [something] on the table",
          "placeholders": ["pen", "pencil", "eraser"]},

@@ -105,7 +105,8 @@ def test_kinetics_refusals_name_file_and_row(tmp_path):
 def test_ssv2_json(tmp_path):
     ann, videos = layouts.ssv2(tmp_path)
     train = read_split("ssv2", ann, videos, "train")
-    # template with the brackets removed -> the labels JSON's id; 42326.webm is not on disk
+    # template with the brackets removed -> the labels JSON's id (42326's "[Something]" as "something");
+    # 42326.webm is not on disk
     assert rows(train) == [("78687.webm", 19), ("42326.webm", 141), ("100904.webm", 120)]
     assert train.class_names[19] == "Holding something next to something"
     assert train.class_names[120] == "Putting something, something and something on the table"
@@ -116,7 +117,7 @@ def test_ssv2_json(tmp_path):
 def test_ssv2_refusals(tmp_path):
     ann, videos = layouts.ssv2(tmp_path)
     train = json.loads((ann / "something-something-v2-train.json").read_text())
-    train[1]["template"] = "Spreading [something] onto [somethin]"
+    train[1]["template"] = "Spreading [something] onto [somethin]"  # a typo: refused
     (ann / "something-something-v2-train.json").write_text(json.dumps(train))
     with pytest.raises(DatasetError, match=r"something-something-v2-train.json: entry 2 \(id 42326\): class "
                                            r"'Spreading something onto somethin' is not in something-something-v2-"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..dataset import DatasetError
 from .base import ClassNames, DatasetSplit, Sample, VideoFiles, find_one
-from .names import suggest
+from .names import class_key, suggest
 
 PHASE_PATTERNS = {"train": ("something-something-v2-train.json", "*train*.json"),
                   "val": ("something-something-v2-validation.json", "*validation*.json", "*val*.json"),
@@ -53,6 +53,7 @@ def read(dataset: str, annotations: Path, videos: VideoFiles, phase: str, split:
     entries = _load_json(source)
     if not isinstance(entries, list):
         raise DatasetError(f"{source}: expected a list of {{\"id\", \"template\", ...}} entries")
+    loose = {class_key(name): i for name, i in ids.items()}
     samples = []
     for n, entry in enumerate(entries, 1):
         vid = str(entry.get("id", "")) if isinstance(entry, dict) else ""
@@ -63,11 +64,12 @@ def read(dataset: str, annotations: Path, videos: VideoFiles, phase: str, split:
         if template is None:
             raise DatasetError(f"{where}: no template (the test set has no labels: it cannot be trained or scored)")
         name = template.replace("[", "").replace("]", "")
-        if name not in ids:
+        label = ids.get(name, loose.get(class_key(name)))  # "[Something]" and "[something]" alike
+        if label is None:
             raise DatasetError(f"{where}: class {name!r} is not in {labels_path.name}"
                                f"{suggest(name, list(ids))}")
         path = videos.find(where, exact=(f"{vid}.webm",), stems=(vid,)) or f"{vid}.webm"
-        samples.append(Sample(path, ids[name], where))
+        samples.append(Sample(path, label, where))
     if not samples:
         raise DatasetError(f"{source}: no videos listed")
     return DatasetSplit(dataset, phase, f"{dataset}_{phase}", source, samples, names.names,
