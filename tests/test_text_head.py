@@ -115,7 +115,7 @@ def test_placeholder_labels_warn_once_at_evaluation():
         model.train()
         with torch.no_grad():
             model(video(model))
-        assert not caught  # training on placeholders is the user's choice; no noise per step
+        assert not caught  # no noise per step (the trainer refuses placeholders: train/start_checks.py)
         model.eval()
         with torch.no_grad():
             model(video(model))
