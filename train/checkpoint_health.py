@@ -267,20 +267,27 @@ def guarded_save(output, step: int, model, optimizer, meta: dict, config_toml: s
     try:
         return checkpoint.save(output, step, model, optimizer, meta, config_toml, keep_last, **kwargs)
     except BaseException as e:
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
+        root = checkpoint_root(output)
+        free = shutil.disk_usage(root if root.is_dir() else Path(output)).free  # measured now, not the probe
         error = _os_error(e)
-        if error is None or isinstance(e, KeyboardInterrupt):
+        # torch.save reports a full disk as a RuntimeError of its zip writer ("unexpected pos"): a
+        # disk with (almost) nothing left is that cause; anything else is a bug and keeps its traceback
+        if error is None and free >= MARGIN_BYTES:
             raise
         world = dist.get_world_size() if dist.is_initialized() else 1
-        root = checkpoint_root(output)
-        partial = [p for p in root.glob(".tmp_*")] if root.is_dir() else []
         if world == 1:  # alone, nobody else writes there: give the space back now
-            for p in partial:
+            for p in root.glob(".tmp_*"):
                 shutil.rmtree(p, ignore_errors=True)
         last = checkpoint.latest_checkpoint(output)
         kept = f"the previous checkpoint {last} is intact" if last is not None else "no earlier checkpoint"
-        where = f"{error.filename}: " if getattr(error, "filename", None) else f"{root}: "
-        raise CheckpointSaveFailed(f"{where}saving the checkpoint of step {step} failed: [Errno {error.errno}] "
-                                   f"{error.strerror or error}; {kept}; fix that (free space?) and run the same "
+        if error is not None:
+            what = f"[Errno {error.errno}] {error.strerror or error}" + (f": {error.filename}" if error.filename else "")
+        else:
+            what = f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:160]}"
+        raise CheckpointSaveFailed(f"{root}: saving the checkpoint of step {step} failed: {what} ({free} bytes "
+                                   f"were free there); {kept}; free space (or fix the folder) and run the same "
                                    "command again") from e
 
 
