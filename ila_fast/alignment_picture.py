@@ -91,8 +91,10 @@ def draw(frames, points: dict, masks: dict, grid: int, patch: int, out, title: s
                 veil[..., 3] = DIM * (1 - weight)
                 ax.imshow(veil, extent=(0, weight.shape[1], weight.shape[0], 0), interpolation="nearest")
                 centres = np.arange(weight.shape[0]) + 0.5
+                # the support's outline only where it differs from the >= 0.5 one (a coarse grid: often not)
+                support_differs = bool(((weight > 1e-3) != (weight >= 0.5)).any())
                 for level, style in ((0.5, "solid"), (1e-3, "dashed")):
-                    if weight.min() < level <= weight.max():
+                    if weight.min() < level <= weight.max() and (style == "solid" or support_differs):
                         lines = ax.contour(centres, centres, weight, levels=[level], colors=OUTLINE,
                                            linewidths=1.6, linestyles=style)
                         lines.set_path_effects(stroke)
@@ -115,7 +117,7 @@ def draw(frames, points: dict, masks: dict, grid: int, patch: int, out, title: s
                      linestyle="none", label="alignment point"),
               Line2D([], [], color=OUTLINE, linewidth=1.6, path_effects=stroke, label="mask weight >= 0.5"),
               Line2D([], [], color=OUTLINE, linewidth=1.6, linestyle="dashed", path_effects=stroke,
-                     label="mask weight > 0"),
+                     label="weight > 0, where wider"),
               Patch(facecolor="black", alpha=DIM, label="weight 0 (veiled)")]
     fig.legend(handles=legend, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.42 / height), ncol=2, fontsize=7,
                frameon=False, handlelength=2.2, columnspacing=1.2)
