@@ -145,6 +145,25 @@ def test_changed_lr_and_weight_decay_drive_the_next_update(dataset, three_saves,
     assert "resumed at step 3" in history and "train.wd_message 0.01 -> 0.5" in history
 
 
+def test_another_version_and_a_changed_config_are_named_in_one_line_each(dataset, three_saves, tmp_path, capsys):
+    import ila_fast
+
+    out = copy_run(three_saves, tmp_path / "run")
+    meta_file = out / "checkpoints" / "step_00000003" / "trainer.json"
+    meta = json.loads(meta_file.read_text())
+    meta_file.write_text(json.dumps({**meta, "version": "0.0.1"}))
+    capsys.readouterr()
+    run(dataset, out, train__max_steps=4, train__checkpoint_every_steps=1, train__keep_last=3,
+        train__log_every_steps=2, data__num_workers=1)
+    printed = capsys.readouterr().out.splitlines()
+    version = [line for line in printed if "written by ila-fast" in line]
+    assert len(version) == 1 and f"written by ila-fast 0.0.1, this is ila-fast {ila_fast.__version__}" in version[0]
+    changed = [line for line in printed if "config changed since this checkpoint" in line]
+    assert len(changed) == 1 and f"(hash {meta['config_hash']} -> " in changed[0]
+    for needle in ("data.num_workers 0 -> 1", "train.log_every_steps 1 -> 2", "train.max_steps 3 -> 4"):
+        assert needle in changed[0], (needle, changed[0])
+
+
 # ---------------------------------------------------------------- damaged checkpoints
 
 def _truncate_shard(folder: Path) -> None:
