@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import itertools
-import json
 import os
 import platform
 import statistics
@@ -29,6 +28,8 @@ import sys
 import time
 
 import torch
+
+from ila_fast.bench.rows import SavedRows
 
 if not torch.cuda.is_available():  # before any Triton kernel is defined
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -369,7 +370,11 @@ def run(args: argparse.Namespace) -> int:
     if not cuda:
         print("No GPU: the fused kernels run under the Triton interpreter on tiny shapes. This is a smoke "
               "test; the times and GB/s below say nothing about GPU speed.")
-    checks = []
+    checks, rows = [], []
+    # Saved after every row (bench/rows.py): a run cut short keeps what finished.
+    saved = SavedRows(args.save, info=info, dtype=str(dtype), rows=rows, checks=checks,
+                      command=" ".join(["ila-fast", *sys.argv[1:]]))
+    saved.write()
     if args.check:
         print(f"{'shape':18s} {'op':11s} {'tensor':14s} {'fused err':>10s} {'ref err':>10s}  ok")
         for shape_name in shapes:
@@ -378,6 +383,7 @@ def run(args: argparse.Namespace) -> int:
                 for r in check_case(op, inputs):
                     r["shape"] = shape_name
                     checks.append(r)
+                    saved.write()
                     verdict = "exact value 0 (bias before a training BN): rounding noise only" \
                         if r["noise_only"] else ("ok" if r["ok"] else "FAIL")
                     print(f"{LABELS[shape_name]:18s} {op:11s} {r['tensor']:14s} {r['fused']:10.2e} "
@@ -386,7 +392,6 @@ def run(args: argparse.Namespace) -> int:
                 torch.cuda.empty_cache()
         print(f"check: {sum(r['ok'] for r in checks)} / {len(checks)} ok "
               "(RMS error vs float64 relative to the exact RMS; ok: fused <= 2 x reference + 1 ulp)\n")
-    rows = []
     roof = device_roofline(device) if cuda else None
     if roof:
         print(f"Roofline, measured on this GPU: copy {roof['copy_bytes_per_s'] / 1e9:.0f} GB/s (read + write), "
@@ -412,6 +417,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{LABELS[shape_name]:18s} {r['op']:11s} {r['impl']:9s} {r['pass_']:8s} {r['ms']:10.3f} "
                       f"{_roofline_cells(r, roof)} {r['speedup']:8.2f} {r['saved_mib']:10.2f}")
             rows += case_rows
+            saved.write()
             if cuda:
                 torch.cuda.empty_cache()
     memory = block_saved_memory()
@@ -431,11 +437,8 @@ def run(args: argparse.Namespace) -> int:
                 m = measured[(kernels, interactive)]
                 print(f"  {label:20s} {kernels:9s}  held after forward {m['held']:8.1f}   "
                       f"peak forward {m['peak_fwd']:8.1f}   peak forward+backward {m['peak']:8.1f}")
+    saved.finish(block_saved_mib={"/".join(k): v for k, v in memory.items()},
+                 block_measured_mib={"/".join(k): v for k, v in measured.items()})
     if args.save:
-        with open(args.save, "w") as f:
-            json.dump(dict(info=info, dtype=str(dtype), rows=rows, checks=checks,
-                           block_saved_mib={"/".join(k): v for k, v in memory.items()},
-                           block_measured_mib={"/".join(k): v for k, v in measured.items()},
-                           command=" ".join(["ila-fast", *sys.argv[1:]])), f, indent=1)
         print(f"wrote {args.save}")
     return 0 if all(r["ok"] for r in checks) else 1

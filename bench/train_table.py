@@ -18,6 +18,8 @@ Light at its top: the CLI lists it without torch.
 """
 from __future__ import annotations
 
+from ila_fast.bench.rows import SavedRows
+
 VARIANTS = ("official-like", "eager", "compiled", "compiled+fused", "+ac")
 DEFAULT_CONFIGS = {"cpu": ["tiny"], "cuda": ["k400_b16_8f", "k400_l14_8f"]}
 
@@ -32,11 +34,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch", type=int_range(1), help="clips per step (default: the config's data.batch_size)")
     parser.add_argument("--steps", type=int_range(1), default=5, help="timed steps per variant")
     parser.add_argument("--warmup", type=int_range(0), default=2, help="untimed steps first (compiles, autotunes)")
-    parser.add_argument("--save", metavar="JSON", help="also write the results (with device, versions, command)")
+    parser.add_argument("--save", metavar="JSON", help="also write the results (with device, versions, command), "
+                        "rewritten after every row")
+    parser.add_argument("--profile", metavar="JSON",
+                        help="then profile one step of the last config's last variant with torch.profiler "
+                             "(top 25 ops by device time; CPU time on a CPU) and write them here")
 
 
 def run(args) -> int:
-    import json
     import sys
     import time
 
@@ -46,10 +51,21 @@ def run(args) -> int:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     configs = args.configs or DEFAULT_CONFIGS[device]
-    distributed.setup_distributed(None)
-    rows = []
+    meta = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+            "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
+            "command": " ".join(["ila-fast", *sys.argv[1:]])}
     try:
-        gemm = measure_gemm_tflops() if device == "cuda" else None
+        import triton
+
+        meta["triton"] = triton.__version__
+    except ImportError:
+        pass
+    rows = []
+    saved = SavedRows(args.save, meta=meta, rows=rows)  # rewritten after every row
+    distributed.setup_distributed(None)
+    try:
+        gemm = meta["gemm_bf16_tflops"] = measure_gemm_tflops() if device == "cuda" else None
+        saved.write()
         for name in configs:
             base = None
             for variant in args.variants:
@@ -60,21 +76,13 @@ def run(args) -> int:
                     base = row["clips_per_s"]
                 if base and row.get("clips_per_s"):
                     row["vs_official"] = row["clips_per_s"] / base
+                saved.write()
+        print(format_table(rows, device, gemm))
+        saved.finish()
+        if getattr(args, "profile", None):
+            profile_step(configs[-1], args.variants[-1], args.batch, args.warmup, args.profile, meta)
     finally:
         distributed.teardown_distributed()
-    print(format_table(rows, device, gemm))
-    if args.save:
-        meta = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-                "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
-                "command": " ".join(["ila-fast", *sys.argv[1:]]), "gemm_bf16_tflops": gemm}
-        try:
-            import triton
-
-            meta["triton"] = triton.__version__
-        except ImportError:
-            pass
-        with open(args.save, "w") as f:
-            json.dump({"meta": meta, "rows": rows}, f, indent=1)
     return 0
 
 
@@ -123,22 +131,12 @@ def _build(name: str, variant: str, device):
     return cfg, model, torch.optim.AdamW(groups, betas=tuple(cfg.train.betas), eps=cfg.train.eps, fused=True)
 
 
-def measure(name: str, variant: str, batch: int | None, steps: int, warmup: int, gemm: float | None) -> dict:
-    import gc
-    import time
-
+def _step_function(cfg, model, optimizer, variant: str, batch: int | None, device):
+    """(clips per step, one training step on fixed random clips) for a built model."""
     import torch
 
     from ila_fast.data import soft_target_cross_entropy
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    row = {"config": name, "variant": variant,
-           "precision": "fp16 autocast" if variant == "official-like" else
-           ("bf16" if device.type == "cuda" else "fp32")}
-    if variant in ("compiled+fused", "+ac") and device.type == "cpu":
-        row["note"] = "fused ops are interpreted on a CPU: not timed"
-        return row
-    cfg, model, optimizer = _build(name, variant, device)
     b = batch or cfg.data.batch_size
     m = cfg.model
     generator = torch.Generator(device="cpu").manual_seed(0)
@@ -166,6 +164,25 @@ def measure(name: str, variant: str, batch: int | None, steps: int, warmup: int,
             torch.nn.utils.clip_grads_with_norm_(params, 1.0, norm, foreach=True)
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+
+    return b, step
+
+
+def measure(name: str, variant: str, batch: int | None, steps: int, warmup: int, gemm: float | None) -> dict:
+    import gc
+    import time
+
+    import torch
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    row = {"config": name, "variant": variant,
+           "precision": "fp16 autocast" if variant == "official-like" else
+           ("bf16" if device.type == "cuda" else "fp32")}
+    if variant in ("compiled+fused", "+ac") and device.type == "cpu":
+        row["note"] = "fused ops are interpreted on a CPU: not timed"
+        return row
+    cfg, model, optimizer = _build(name, variant, device)
+    b, step = _step_function(cfg, model, optimizer, variant, batch, device)
 
     def sync():
         if device.type == "cuda":
@@ -197,6 +214,60 @@ def measure(name: str, variant: str, batch: int | None, steps: int, warmup: int,
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return row
+
+
+def profile_step(name: str, variant: str, batch: int | None, warmup: int, path: str, meta: dict,
+                 top: int = 25) -> list[dict]:
+    """One training step under torch.profiler after ``warmup`` untimed ones (compiles, autotunes):
+    the ``top`` ops by total device time (CPU time on a CPU), saved to ``path`` and printed."""
+    import gc
+    import sys
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if variant in ("compiled+fused", "+ac") and device.type == "cpu":
+        variant = "compiled"  # the fused ops are interpreted on a CPU: profile what runs compiled
+    print(f"bench train: profiling one step of {name} {variant} ...", file=sys.stderr, flush=True)
+    cfg, model, optimizer = _build(name, variant, device)
+    b, step = _step_function(cfg, model, optimizer, variant, batch, device)
+    for _ in range(max(1, warmup)):
+        step()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    with profile(activities=activities) as prof:
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    events = prof.key_averages()
+
+    def device_us(event, self_only=False):  # torch >= 2.4 names it device time; older: cuda time
+        for key in ((("self_device_time_total", "self_cuda_time_total") if self_only else
+                     ("device_time_total", "cuda_time_total"))):
+            if hasattr(event, key):
+                return getattr(event, key)
+        return 0.0
+
+    by = (lambda e: device_us(e)) if device.type == "cuda" else (lambda e: e.cpu_time_total)
+    total = sum(device_us(e, True) for e in events) if device.type == "cuda" else \
+        sum(e.self_cpu_time_total for e in events)
+    rows = [{"op": e.key, "calls": e.count, "device_ms": device_us(e) / 1e3,
+             "self_device_ms": device_us(e, True) / 1e3, "cpu_ms": e.cpu_time_total / 1e3,
+             "self_cpu_ms": e.self_cpu_time_total / 1e3}
+            for e in sorted(events, key=by, reverse=True)[:top]]
+    key = "device_ms" if device.type == "cuda" else "cpu_ms"
+    SavedRows(path, meta=dict(meta, config=name, variant=variant, batch=b, sorted_by=key,
+                              self_total_ms=total / 1e3), rows=rows).finish()
+    print(f"Profile of one step: {name} {variant}, batch {b}, top {top} ops by "
+          f"{'device' if device.type == 'cuda' else 'CPU'} time (ms; self: the op alone)")
+    for r in rows:
+        print(f"  {r['op'][:60]:60s} {r['calls']:6d} {r[key]:10.2f} "
+              f"{r['self_' + key]:10.2f}")
+    del model, optimizer
+    gc.collect()
+    return rows
 
 
 _FLOPS: dict = {}
