@@ -46,7 +46,7 @@ def train_steps(out: Path) -> list[int]:
 
 # ---------------------------------------------------------------- one writer per run folder
 
-def test_lock_refuses_a_second_holder_and_a_foreign_host_and_is_released(tmp_path):
+def test_lock_refuses_a_second_holder_and_a_foreign_host_and_is_released(tmp_path, monkeypatch):
     lock = RunLock.acquire(tmp_path)
     holder = json.loads((tmp_path / LOCK_NAME).read_text())
     assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
@@ -57,7 +57,13 @@ def test_lock_refuses_a_second_holder_and_a_foreign_host_and_is_released(tmp_pat
     (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "elsewhere.example", "started": 0}))
     with pytest.raises(RunFolderBusy, match="names a run on another host \\(pid 1 on host elsewhere.example"):
         RunLock.acquire(tmp_path)
-    RunLock.acquire(tmp_path / "fresh").release()
+    # the same Slurm job, requeued onto another node after a crash: its own earlier lock is taken over
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "elsewhere.example", "started": 0,
+                                                  "slurm_job": "4242"}))
+    warnings = []
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    RunLock.acquire(tmp_path, warn=warnings.append).release()
+    assert len(warnings) == 1 and "this Slurm job's earlier run (pid 1 on host elsewhere.example" in warnings[0]
 
 
 def test_second_train_into_one_folder_is_refused_and_a_stale_lock_is_taken_over(dataset, tmp_path, capsys):

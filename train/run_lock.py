@@ -8,7 +8,8 @@ The file is also ``flock``-ed while held, so the kernel frees it when the holder
 dies (SIGKILL included); the PID and host are what the refusal names. A lock whose holder is gone
 (its flock free, and on this host its PID dead) is taken over with a warning. A lock written on
 another host whose flock is free (a file system without shared locks, or a crashed host) is
-refused with the way out: a second writer there would interleave checkpoints and metrics.
+refused with the way out: a second writer there would interleave checkpoints and metrics; unless
+it names this very Slurm job (a requeue after a node failure: Slurm runs one job id once at a time).
 """
 from __future__ import annotations
 
@@ -93,11 +94,15 @@ class RunLock:
                 pid = holder.get("pid")
                 why = "that process is gone" if not (isinstance(pid, int) and _alive(pid)) else "it holds no lock"
                 warn(f"{path}: taking over a stale lock ({_describe(holder)}: {why})")
+            elif holder.get("slurm_job") and holder.get("slurm_job") == os.environ.get("SLURM_JOB_ID"):
+                # Slurm never runs one job id twice at once: this is the same job, requeued elsewhere
+                warn(f"{path}: taking over the lock of this Slurm job's earlier run ({_describe(holder)}; requeued)")
             else:
                 os.close(fd)
                 raise RunFolderBusy(f"{output}: {path} names a run on another host ({_describe(holder)}); if that "
                                     f"run is over, delete {path} and start again, else use another --output")
-        record = json.dumps({"pid": os.getpid(), "host": host, "started": time.time()})
+        record = json.dumps({"pid": os.getpid(), "host": host, "started": time.time(),
+                             "slurm_job": os.environ.get("SLURM_JOB_ID")})
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, record.encode())
