@@ -5,8 +5,8 @@
     apply_hyperparameters(optimizer, model, cfg.train)   # after the optimizer state is loaded
 
 Keys that define the run cannot change mid-run: the model, the data the loader positions index
-(lists, labels, seed, short-video policy), the schedule's length and warm-up, ``total_batch`` and
-the seed. The optimizer's hyper-parameters (lrs, weight decays, ``min_lr``, ``warmup_lr``, betas,
+(lists, labels, dataset and split, seed, short-video policy), the schedule's length, warm-up and
+kind, ``total_batch`` and the seed. The optimizer's hyper-parameters (lrs, weight decays, ``min_lr``, ``warmup_lr``, betas,
 eps) may change and are applied for real: the loaded optimizer state carries the old values, so
 they are set again from the config after the load. Every other key (logging, checkpoint
 cadence, workers, batch size per GPU, precision, ...) changes how the run runs, not what it is.
@@ -23,8 +23,9 @@ from ila_fast.errors import UserError
 
 # Keys that only change how the model runs, not its weights.
 MODEL_RUNTIME = frozenset({"model.kernels", "model.official_eval_bn", "model.clip_weights"})
-FIXED = frozenset({"data.train_list", "data.val_list", "data.labels", "data.seed", "data.short_videos",
-                   "train.epochs", "train.warmup_epochs", "train.total_batch", "train.seed"})
+FIXED = frozenset({"data.train_list", "data.val_list", "data.labels", "data.dataset", "data.split", "data.seed",
+                   "data.short_videos", "train.epochs", "train.warmup_epochs", "train.lr_schedule",
+                   "train.total_batch", "train.seed"})
 HYPER_PREFIXES = ("train.lr_", "train.wd_")
 HYPER = frozenset({"train.min_lr", "train.warmup_lr", "train.betas", "train.eps"})
 HISTORY = "# ---- history: what changed between restarts (the keys above are the current ones) ----"
@@ -121,13 +122,13 @@ def choose_checkpoint(output: str | Path, resume, new_toml: str, report) -> tupl
     import ila_fast
 
     from . import checkpoint
-    from .checkpoint_health import pick_resumable, require_good
+    from .checkpoint_health import checkpoint_for_reading, pick_resumable
 
     checkpoint.remove_partial(output)  # leftovers of interrupted saves: the run lock makes them ours
     if resume == "auto":
         path = pick_resumable(output, report)
-    elif resume:
-        path = require_good(resume)
+    elif resume:  # a checkpoint folder, or a run folder (its newest checkpoint); refused when damaged
+        path = checkpoint_for_reading(resume)
     else:
         return None, {}
     if path is None:
