@@ -19,8 +19,9 @@ def add_arguments(parser) -> None:
                         help="run folder: checkpoints, config.toml, metrics.jsonl, tb/, curves.png, summary.json")
     add_set_argument(parser)
     parser.add_argument("--resume", default="auto", metavar="auto|none|PATH",
-                        help="auto: the newest complete checkpoint in --output (none: start fresh); "
-                             "or a checkpoint folder")
+                        help="auto: the newest good checkpoint in --output (a damaged one is renamed "
+                             "step_N.damaged); none: start over; or a checkpoint (or run) folder. none and PATH "
+                             "move --output's checkpoints off that line into checkpoints/superseded_<time>/")
     parser.add_argument("--init", metavar="PATH",
                         help="initial weights: an ila-fast model file (convert / export), a training checkpoint "
                              "folder or an official ILA checkpoint (unpickled: trusted files only)")
@@ -57,20 +58,20 @@ def run(args) -> int:
         signals.close()
     if summary["status"] == "stopped_on_request" and signals.rank == 0:
         print(f"ila-fast train: stopped on {signals.requested or 'request'} after saving step "
-              f"{summary['step']} to {summary['last_checkpoint']}; to continue from it, run the same command "
-              f"again: {same_command()}", flush=True)
+              f"{summary['step']} to {summary['last_checkpoint']}; to continue from it, {same_command()}",
+              flush=True)
     return 0 if summary["status"] in ("completed", "stopped_on_request") else 1
 
 
 def same_command() -> str:
-    """This command line as a user would type it again (torchrun's when it launched this process)."""
+    """How to run this command again, as a user would type it (torchrun's, when it launched this process)."""
     import os
     import shlex
     import sys
 
     if "TORCHELASTIC_RUN_ID" in os.environ:
-        return "the same torchrun command (same --output)"
-    return "ila-fast " + shlex.join(sys.argv[1:])
+        return "run the same torchrun command again (same --output)"
+    return "run the same command again: ila-fast " + shlex.join(sys.argv[1:])
 
 
 def synthetic_data(folder) -> dict:
