@@ -12,13 +12,15 @@ loop over frames or pixels):
 * contrast ``f``: blend with the frame's mean grey ``m`` = round-half-up of the mean of its
   8-bit luma image: ``trunc(m + f * (x - m))``, clipped;
 * saturation ``f``: blend with the frame's luma image ``g``: ``trunc(g + f * (x - g))``, clipped;
-* hue ``h``: PIL's RGB -> HSV (8-bit H, S, V), ``H += trunc(255 h)`` modulo 256, HSV -> RGB;
+* hue ``h``: PIL's RGB -> HSV (8-bit H, S, V), ``H += trunc(255 h)`` modulo 256, HSV -> RGB; both
+  conversions are gathers from tables of all 2^24 inputs (100 MB, built once per process and
+  device in ~1 s), made with the C code's mix of single and double precision;
 * grayscale: PIL's integer luma ``(19595 R + 38470 G + 7471 B + 2^15) >> 16`` (= R 299/1000 +
   G 587/1000 + B 114/1000, rounded), copied to the three channels.
 
-PIL computes a blend in single precision (the factor is a C ``float``) and truncates; the HSV
-conversions mix single and double precision. Each step below rounds where PIL's C code does, so
-the results agree with PIL to the level (``tests/test_recipe_color.py`` measures it).
+PIL computes a blend in single precision (the factor is a C ``float``) and truncates; each step
+below rounds where PIL's C code does, so the results are PIL's (``tests/test_recipe_color.py``: every
+operation against PIL, the HSV conversions on all 2^24 inputs).
 """
 from __future__ import annotations
 
@@ -58,57 +60,113 @@ def saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     return _blend(luma(x), x, factor.view(-1, 1, 1, 1))
 
 
-def _rgb_to_hsv(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """PIL's RGB -> HSV on whole levels: (N, 3, H, W) -> H, S, V (N, H, W) as whole levels.
+def _hue_tables() -> dict[str, torch.Tensor]:
+    """Small tables of PIL's HSV conversions, with the C code's precision, from which
+    ``_hsv_and_rgb_tables`` builds the full ones.
 
-    PIL divides in single precision and combines / scales in double, truncating to 8 bits."""
+    RGB -> HSV: with c = the largest channel and d1, d2 = c minus the other two (cr = max(d1, d2)),
+    PIL's 8-bit hue depends only on (which channel is largest, d1, d2) and its saturation only on
+    (cr, c). HSV -> RGB: p = round(v (1 - s')) depends on (v, s); q and t are v times a double that
+    depends on (s, h); the sector on h alone.
+    """
     f32, f64 = torch.float32, torch.float64
-    r, g, b = x[:, 0].to(f32), x[:, 1].to(f32), x[:, 2].to(f32)
-    maxc = torch.maximum(torch.maximum(r, g), b)
-    minc = torch.minimum(torch.minimum(r, g), b)
-    grey = maxc == minc
-    cr = torch.where(grey, torch.ones_like(maxc), maxc - minc)
-    s = cr / torch.where(grey, torch.ones_like(maxc), maxc)
-    rc, gc, bc = (maxc - r) / cr, (maxc - g) / cr, (maxc - b) / cr
-    h_r = (bc - gc).to(f64)                                       # float - float, in float
-    h_g = (2.0 + rc.to(f64) - bc.to(f64)).to(f32).to(f64)         # double sums, stored as float
-    h_b = (4.0 + gc.to(f64) - rc.to(f64)).to(f32).to(f64)
-    h = torch.where(r == maxc, h_r, torch.where(g == maxc, h_g, h_b))
-    h = torch.fmod(h / 6.0 + 1.0, 1.0).to(f32).to(f64)
-    hue = torch.where(grey, 0.0, torch.trunc(h * 255.0).clamp_(0, 255))
-    sat = torch.where(grey, 0.0, torch.trunc(s.to(f64) * 255.0).clamp_(0, 255))
-    return hue, sat, maxc.to(f64)
-
-
-def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """PIL's HSV -> RGB on whole levels (float64 inputs) -> (N, 3, H, W) float64 whole levels."""
-    f32, f64 = torch.float32, torch.float64
-    h6 = h * 6.0 / 255.0
+    d1, d2 = torch.meshgrid(torch.arange(256, dtype=f32), torch.arange(256, dtype=f32), indexing="ij")
+    cr = torch.maximum(d1, d2)
+    safe = torch.where(cr == 0, torch.ones_like(cr), cr)
+    a, b = d1 / safe, d2 / safe                                    # float divisions, as in C
+    cases = [(b - a).to(f64),                                       # red largest: bc - gc (d1 = g, d2 = b)
+             (2.0 + a.to(f64) - b.to(f64)).to(f32).to(f64),         # green: 2 + rc - bc (d1 = r, d2 = b)
+             (4.0 + a.to(f64) - b.to(f64)).to(f32).to(f64)]         # blue: 4 + gc - rc (d1 = g, d2 = r)
+    hue = [torch.where(cr == 0, 0.0, torch.trunc(torch.fmod(h / 6.0 + 1.0, 1.0).to(f32).to(f64) * 255.0))
+           for h in cases]
+    crs, maxc = torch.meshgrid(torch.arange(256, dtype=f32), torch.arange(256, dtype=f32), indexing="ij")
+    sat = torch.trunc((crs / torch.where(maxc == 0, torch.ones_like(maxc), maxc)).to(f64) * 255.0).clamp_(0, 255)
+    s_level, h_level = torch.meshgrid(torch.arange(256, dtype=f64), torch.arange(256, dtype=f64), indexing="ij")
+    h6 = h_level * 6.0 / 255.0
     i = torch.floor(h6)
     f = (h6 - i).to(f32)
-    fs = (s / 255.0).to(f32)
-    p = torch.floor(v * (1.0 - fs.to(f64)) + 0.5)                       # C round(), values >= 0
-    q = torch.floor(v * (1.0 - (fs * f).to(f64)) + 0.5)                 # float * float, in float
-    t = torch.floor(v * (1.0 - fs.to(f64) * (1.0 - f.to(f64))) + 0.5)
-    p, q, t = (c.clamp_(0, 255) for c in (p, q, t))
-    sector = torch.remainder(i, 6)
+    fs = (s_level / 255.0).to(f32)
+    v_level = torch.arange(256, dtype=f64).view(256, 1)
+    p = torch.floor(v_level * (1.0 - (torch.arange(256, dtype=f64) / 255.0).to(f32).to(f64)).view(1, 256) + 0.5)
+    return {"hue": torch.stack(hue).flatten().to(torch.uint8),             # [case, d1, d2]
+            "sat": sat.flatten().to(torch.uint8),                           # [cr, c]
+            "p": p.clamp_(0, 255).flatten().to(torch.uint8),                 # [v, s]
+            "q": (1.0 - (fs * f).to(f64)).flatten(),                         # [s, h]: float * float, in float
+            "t": (1.0 - fs.to(f64) * (1.0 - f.to(f64))).flatten(),           # [s, h]
+            "sector": torch.remainder(i[0], 6).to(torch.uint8)}              # [h]
 
-    def pick(*by_sector):  # the channel's value in each of the six sectors
-        out = by_sector[5]
-        for k in range(4, -1, -1):
-            out = torch.where(sector == k, by_sector[k], out)
-        return out
 
-    rgb = torch.stack([pick(v, q, p, p, t, v), pick(t, v, v, q, p, p), pick(p, p, t, v, v, q)], dim=1)
-    return torch.where((s == 0).unsqueeze(1), v.unsqueeze(1), rgb)
+def _hsv_and_rgb_tables(chunk: int = 1 << 20) -> tuple[torch.Tensor, torch.Tensor]:
+    """PIL's two conversions for every input, as gather tables (built once per process, in chunks so
+    the temporaries stay small): RGB -> HSV for all 2^24 colours (hue and saturation packed in an
+    int16; value is the largest channel) and HSV -> RGB for all 2^24 (h, s, v) (packed in an
+    int32). 100 MB in all."""
+    small = _hue_tables()
+    hs_table = torch.empty(1 << 24, dtype=torch.int16)
+    rgb_table = torch.empty(1 << 24, dtype=torch.int32)
+    for start in range(0, 1 << 24, chunk):
+        every = torch.arange(start, start + chunk, dtype=torch.int32)
+        r, g, b = every >> 16, (every >> 8) & 255, every & 255
+        v = torch.maximum(torch.maximum(r, g), b)
+        cr = v - torch.minimum(torch.minimum(r, g), b)
+        # PIL's case order: red if it is the largest, else green, else blue
+        case = (r != v).to(torch.int32) * (1 + (g != v).to(torch.int32))
+        d1 = torch.where(case == 1, v - r, v - g)
+        d2 = torch.where(case == 2, v - r, v - b)
+        h = small["hue"].take(((case * 256 + d1) * 256 + d2).long()).to(torch.int32)
+        s = small["sat"].take((cr * 256 + v).long()).to(torch.int32)
+        hs_table[start:start + chunk] = (h * 256 + s - 32768).to(torch.int16)
+    # HSV -> RGB over (h, s, v), one h at a time: the sector (the channel order) is a function of h
+    v = torch.arange(256, dtype=torch.float64).view(1, 256)
+    coef_q = small["q"].view(256, 256).T.unsqueeze(-1)              # (h, s, 1)
+    coef_t = small["t"].view(256, 256).T.unsqueeze(-1)
+    p = small["p"].view(256, 256).T.to(torch.int32)                  # (s, v)
+    vi = torch.arange(256, dtype=torch.int32).view(1, 256).expand(256, 256)
+    for hh, k in enumerate(small["sector"].tolist()):
+        q = torch.floor(v * coef_q[hh] + 0.5).clamp_(0, 255).to(torch.int32)  # C round() of values >= 0
+        t = torch.floor(v * coef_t[hh] + 0.5).clamp_(0, 255).to(torch.int32)
+        rc, gc, bc = ((vi, q, p, t)[i] for i in _SECTOR_PICK[k].tolist())
+        rgb_table[hh << 16:(hh + 1) << 16] = ((rc << 16) | (gc << 8) | bc).flatten()
+    # a grey pixel (s = 0) needs no branch: its p, q and t all equal v
+    return hs_table, rgb_table
+
+
+# which of (v, q, p, t) each channel takes in each of the six sectors of PIL's HSV -> RGB
+_SECTOR_PICK = torch.tensor([[0, 3, 2], [1, 0, 2], [2, 0, 3], [2, 1, 0], [3, 2, 0], [0, 2, 1]], dtype=torch.int64)
+_TABLES: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _tables(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    if device not in _TABLES:
+        cpu = torch.device("cpu")
+        if cpu not in _TABLES:
+            _TABLES[cpu] = _hsv_and_rgb_tables()
+        _TABLES[device] = tuple(t.to(device) for t in _TABLES[cpu])
+    return _TABLES[device]
+
+
+def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) whole levels -> (N, 3, H, W) int32 PIL ``convert('HSV')``."""
+    hs_table, _ = _tables(x.device)
+    xi = x.to(torch.int32)
+    hs = hs_table.take(((xi[:, 0] << 16) | (xi[:, 1] << 8) | xi[:, 2]).long()).to(torch.int32) + 32768
+    return torch.stack([hs >> 8, hs & 255, xi.amax(dim=1)], dim=1)
+
+
+def hsv_to_rgb(hsv: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    """(N, 3, H, W) int32 8-bit H, S, V -> (N, 3, H, W) PIL ``Image.merge('HSV', ...).convert('RGB')``."""
+    _, rgb_table = _tables(hsv.device)
+    rgb = rgb_table.take(((hsv[:, 0] << 16) | (hsv[:, 1] << 8) | hsv[:, 2]).long())
+    return torch.stack([rgb >> 16, (rgb >> 8) & 255, rgb & 255], dim=1).to(dtype)
 
 
 def hue(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """torchvision ``adjust_hue`` on a PIL image: the 8-bit hue shifted by ``trunc(255 factor)``, wrapping."""
-    h, s, v = _rgb_to_hsv(x)
-    shift = torch.trunc(factor.to(torch.float64) * 255.0).view(-1, 1, 1)
-    h = torch.remainder(h + shift, 256.0)
-    return _hsv_to_rgb(h, s, v).to(x.dtype)
+    """torchvision ``adjust_hue`` on a PIL image: PIL's 8-bit HSV hue shifted by ``trunc(255 factor)``
+    (wrapping), back through PIL's HSV -> RGB. (N, 3, H, W) whole levels, factor (N,)."""
+    hsv = rgb_to_hsv(x)
+    shift = torch.trunc(factor.to(torch.float64) * 255.0).to(torch.int32).view(-1, 1, 1)
+    hsv[:, 0] = (hsv[:, 0] + shift) & 255  # modulo 256, negative shifts included
+    return hsv_to_rgb(hsv, x.dtype)
 
 
 _OP_FNS = {"brightness": brightness, "contrast": contrast, "saturation": saturation, "hue": hue}

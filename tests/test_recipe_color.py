@@ -123,3 +123,17 @@ def test_per_frame_output_is_normalised_whole_levels():
     out = finish_batch(video, [spec])[0]
     levels = out * torch.tensor(PIXEL_STD).view(3, 1, 1) + torch.tensor(PIXEL_MEAN).view(3, 1, 1)
     assert torch.allclose(levels, levels.round(), atol=1e-3) and levels.min() >= -1e-3 and levels.max() <= 255.001
+
+
+def test_hsv_conversions_are_pils_on_every_input():
+    """The hue operation is PIL's RGB -> HSV, a shift, and PIL's HSV -> RGB: both conversions equal
+    PIL's on all 2^24 inputs."""
+    every = np.arange(256 ** 3, dtype=np.uint32)
+    planes = np.stack([(every >> 16) & 255, (every >> 8) & 255, every & 255], -1).astype(np.uint8)
+    image = planes.reshape(4096, 4096, 3)
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+    pil_hsv = np.asarray(Image.fromarray(image).convert("HSV"))
+    assert np.array_equal(color.rgb_to_hsv(x)[0].permute(1, 2, 0).numpy(), pil_hsv)
+    pil_rgb = np.asarray(Image.fromarray(image, "HSV").convert("RGB"))
+    ours = color.hsv_to_rgb(torch.from_numpy(image).permute(2, 0, 1)[None].to(torch.int32))
+    assert np.array_equal(ours[0].permute(1, 2, 0).numpy(), pil_rgb)
