@@ -29,7 +29,8 @@ class Command(NamedTuple):
 
 COMMANDS: dict[str, Command] = {
     "demo": Command("ila_fast.commands.demo", "a tiny ILA model vs a frame-only baseline, trained on synthetic "
-                                              "motion videos and evaluated (CPU, ~3 minutes)"),
+                                              "motion videos and evaluated (CPU: ~5 CPU-minutes, 2 min on an "
+                                              "idle 2-core machine, up to 20 on a busy one)"),
     "zoo": Command("ila_fast.commands.zoo", "the model zoo: measured parameters and GMACs per view"),
     "configs": Command("ila_fast.commands.configs", "list the bundled configs (arch, dataset, frames x size)"),
     "config show": Command("ila_fast.commands.config_show", "print a config resolved as TOML (what a run saves)"),
