@@ -47,10 +47,10 @@ bench: setup
 	$(VENV)/bin/ila-fast bench data
 	$(VENV)/bin/ila-fast bench train
 
-# On a GPU machine (its own Python, torch and triton; no registry): every GPU check in one command,
-# results under bench/results/gpu_<date>/. Run bench/gpu_wheels.sh where a registry is reachable first.
+# On a GPU machine: every GPU check in one command (bench/README.md: how to run it on a lent one),
+# packed into $(SUITE_OUT) (default bench/results/gpu_<date>/), with the venv's Python when there is one.
 gpu-suite:
-	bench/gpu_suite.sh
+	PYTHON=$(if $(wildcard $(PY)),$(PY),$(PYTHON)) bench/gpu_suite.sh $(SUITE_OUT)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -29,9 +29,10 @@ PARTS = ROOT / "bench" / "dali"
 STORE = Path("/tmp/ila-dali")
 PART_BYTES = 56 * 2**20  # < 60 MiB: with the ~2 MB working tree a call stays under 64 MiB
 # nvidia-dali-cuda130 2.4 and what it requires (unzip -p WHEEL '*/METADATA' | grep Requires-Dist),
-# less what the GPU machine has (numpy, packaging, six).
+# less what the GPU machine has (numpy, packaging, six, pyyaml); and PyAV, which the DALI stage's
+# test videos need, so that the last call carries no wheelhouse beside its part.
 WHEELS = ["nvidia-dali-cuda130==2.4.0", "nvidia-nvimgcodec-cu13", "nvidia-libnvcomp-cu13", "astunparse", "gast",
-          "libcst", "makefun", "nvtx", "optree"]
+          "libcst", "makefun", "nvtx", "optree", "av"]
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
              "manylinux_2_34_x86_64", "manylinux_2_31_x86_64", "manylinux_2_24_x86_64", "manylinux1_x86_64"]
 
@@ -50,6 +51,8 @@ def split(payload: Path, parts: Path, part_bytes: int = PART_BYTES) -> list[Path
     if parts.exists():
         shutil.rmtree(parts)
     parts.mkdir(parents=True)
+    count = -(-payload.stat().st_size // part_bytes)
+    part_bytes = -(-payload.stat().st_size // max(1, count))  # as many parts as needed, of equal size
     written = []
     with open(payload, "rb") as f:
         for index in range(10**3):

@@ -324,8 +324,10 @@ def main(argv=None) -> int:
         probe = run_limited([py, "-c", PROBE, str(env_json)], SETUP_BUDGET_S, env, so, se)
     summary["env"] = json.loads(env_json.read_text()) if env_json.is_file() else {"probe": probe}
     if probe["rc"] != 0:
-        print("gpu_suite: the environment probe failed (torch does not import?): "
+        print("gpu_suite: the environment probe failed (torch does not import?); the suite stops here:\n"
               + (work / "logs" / "env.err").read_text()[-2000:], file=sys.stderr)
+        summary["suite"]["status"] = "environment probe failed"
+        return finish(summary, work, out, started, 2)
     if not args.rehearse and not summary["env"].get("gpu"):
         print("gpu_suite: no CUDA GPU here (use --rehearse on a CPU)", file=sys.stderr)
         summary["suite"]["status"] = "no GPU"

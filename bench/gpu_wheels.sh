@@ -3,7 +3,7 @@
 # triton, timm, tensorboard, matplotlib, no registry): PyAV (CPU decoding for the synthetic
 # training run), open_clip and its small pure-Python needs (the Kinetics text head's tokenizer),
 # einops, submitit. ~37 MB, for CPython 3.12 on x86_64, into bench/wheelhouse/ (git-ignored; the
-# device call carries it). DALI (~200 MB) does not fit one call: its GPU tests skip without it.
+# device call carries it). DALI (~280 MB with its needs) travels in parts: bench/gpu_dali.py, bench/README.md.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-../.venv/bin/python}

@@ -184,3 +184,21 @@ def test_limit_uses_slack_but_never_later_budgets():
     assert gpu_suite.stage_limit(stages, 0, 40 + reserve, "budget") == 10   # its own budget first
     assert gpu_suite.stage_limit(stages, 2, 35 + reserve, "budget") == 35   # the last takes what is left
     assert gpu_suite.stage_limit(stages, 2, 5 + reserve, "budget") == 5
+
+
+def test_device_python_environment():
+    """The GPU machine's Python (3.12) with the wheelhouse alone: bench/gpu_env_rehearsal.sh. The
+    wheelhouse is fetched first (bench/gpu_wheels.sh, a registry) when absent; without a 3.12
+    interpreter or a registry the test says why it cannot run."""
+    if not list((ROOT / "bench" / "wheelhouse").glob("*.whl")):
+        fetch = subprocess.run([str(ROOT / "bench" / "gpu_wheels.sh")], capture_output=True, text=True, timeout=600,
+                               env=dict(os.environ, PYTHON=sys.executable))
+        if fetch.returncode != 0:
+            pytest.skip(f"no wheelhouse and bench/gpu_wheels.sh failed (no registry?): {fetch.stderr[-300:]}")
+    proc = subprocess.run([str(ROOT / "bench" / "gpu_env_rehearsal.sh")], capture_output=True, text=True,
+                          timeout=600, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    if proc.returncode == 3:
+        pytest.skip(proc.stderr.strip())
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "layout ok" in proc.stdout and "gpu_env_rehearsal: ok" in proc.stdout
+    print("\n" + proc.stdout)

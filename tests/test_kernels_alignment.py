@@ -75,6 +75,11 @@ CASES = [
     (3, 3, 7, 40, torch.float16, True),
     (1, 2, 5, 16, torch.float16, False),
 ]
+# On a GPU also the real ViT-B/16 shapes (8 frames, G = 14, D = 768; 8 clips keep the float64
+# reference small): the GPU suite's first stage runs these at the default configs.
+REAL_CASES = [(8, 8, 14, 768, torch.bfloat16, True), (8, 8, 14, 768, torch.float16, False)]
+if DEVICE.type == "cuda":
+    CASES += REAL_CASES
 
 
 @pytest.mark.parametrize("b,t,g,d,dtype,training", CASES)
