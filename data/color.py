@@ -80,14 +80,16 @@ def _hue_tables() -> dict[str, torch.Tensor]:
     hue = [torch.where(cr == 0, 0.0, torch.trunc(torch.fmod(h / 6.0 + 1.0, 1.0).to(f32).to(f64) * 255.0))
            for h in cases]
     crs, maxc = torch.meshgrid(torch.arange(256, dtype=f32), torch.arange(256, dtype=f32), indexing="ij")
-    sat = torch.trunc((crs / torch.where(maxc == 0, torch.ones_like(maxc), maxc)).to(f64) * 255.0).clamp_(0, 255)
-    s_level, h_level = torch.meshgrid(torch.arange(256, dtype=f64), torch.arange(256, dtype=f64), indexing="ij")
+    ratio = crs / torch.where(maxc == 0, torch.ones_like(maxc), maxc)   # float division, as in C
+    sat = torch.trunc(ratio.to(f64) * 255.0).clamp_(0, 255)
+    levels = torch.arange(256, dtype=f64)
+    s_level, h_level = torch.meshgrid(levels, levels, indexing="ij")
     h6 = h_level * 6.0 / 255.0
     i = torch.floor(h6)
     f = (h6 - i).to(f32)
     fs = (s_level / 255.0).to(f32)
     v_level = torch.arange(256, dtype=f64).view(256, 1)
-    p = torch.floor(v_level * (1.0 - (torch.arange(256, dtype=f64) / 255.0).to(f32).to(f64)).view(1, 256) + 0.5)
+    p = torch.floor(v_level * (1.0 - (levels / 255.0).to(f32).to(f64)).view(1, 256) + 0.5)
     return {"hue": torch.stack(hue).flatten().to(torch.uint8),             # [case, d1, d2]
             "sat": sat.flatten().to(torch.uint8),                           # [cr, c]
             "p": p.clamp_(0, 255).flatten().to(torch.uint8),                 # [v, s]
@@ -132,7 +134,7 @@ def _hsv_and_rgb_tables(chunk: int = 1 << 20) -> tuple[torch.Tensor, torch.Tenso
 
 
 # which of (v, q, p, t) each channel takes in each of the six sectors of PIL's HSV -> RGB
-_SECTOR_PICK = torch.tensor([[0, 3, 2], [1, 0, 2], [2, 0, 3], [2, 1, 0], [3, 2, 0], [0, 2, 1]], dtype=torch.int64)
+_SECTOR_PICK = torch.tensor([[0, 3, 2], [1, 0, 2], [2, 0, 3], [2, 1, 0], [3, 2, 0], [0, 2, 1]])
 _TABLES: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
 

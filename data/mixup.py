@@ -36,7 +36,8 @@ def mix_batch(video: torch.Tensor, labels: torch.Tensor, mix: MixSpec, num_class
     elif mix.mode == "cutmix":
         y0, y1, x0, x1 = mix.box
         video = video.clone()
-        video[..., y0:y1, x0:x1] = video[..., y0:y1, x0:x1].index_select(0, index)  # a copy: read before written
+        # index_select copies: every box is read before any is written
+        video[..., y0:y1, x0:x1] = video[..., y0:y1, x0:x1].index_select(0, index)
     else:
         raise ValueError(f"unknown mix mode {mix.mode!r}")
     return video, target * lam + target.index_select(0, index.to(target.device)) * (1.0 - lam)

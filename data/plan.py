@@ -198,7 +198,7 @@ class MixSpec:
     mode: str                             # "none", "mixup" or "cutmix"
     lam: float = 1.0                      # weight of the clip itself (after box correction)
     box: tuple[int, int, int, int] | None = None  # cutmix (y0, y1, x0, x1) on the output
-    partner: tuple[int, ...] | None = None        # clip i mixes with clip partner[i]; None: the batch reversed
+    partner: tuple[int, ...] | None = None        # clip i mixes with partner[i]; None: the batch reversed
 
 
 class NoUsableReplacement(TooManyBadVideos):

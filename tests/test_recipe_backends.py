@@ -53,8 +53,8 @@ def test_both_backends_draw_the_same_jitter_and_stay_close():
     dal = list(loader_for(NAMES, "dali", batch_size=4, **kw))
     assert [b.specs for b in cpu] == [b.specs for b in dal]  # the same frame jitters, orders and factors
     diff = torch.cat([((a.video - b.video).abs() * STD.unsqueeze(0)).flatten() for a, b in zip(cpu, dal)])
-    # the decoders' resized clips differ by a level in a few pixels; the jitter's gains (up to 1.4 x 1.4 x 1.2)
-    # and truncations can carry that to a few levels, in very few values
+    # the decoders' resized clips differ by a level in a few pixels; the jitter's gains (up to
+    # 1.4 x 1.4 x 1.2) and truncations can carry that to a few levels, in very few values
     print(f"\nCPU vs DALI(cpu) after per-frame jitter, levels: max {diff.max():.2f}, mean {diff.mean():.4f}, "
           f"share > 1 level {(diff > 1.01).float().mean():.5f}")
     assert diff.mean() <= 0.05 and (diff > 1.01).float().mean() <= 0.002

@@ -51,9 +51,12 @@ def test_jitter_in_random_orders_matches_pil_frame_by_frame():
     clips = random_frames(b * t, seed=7).reshape(b, t, 24, 20, 3)
     augs = []
     for i in range(b):
-        frames = tuple(FrameJitter(tuple(int(k) for k in rng.permutation(4)), *(float(np.float32(v)) for v in (
-            rng.uniform(0.6, 1.4), rng.uniform(0.6, 1.4), rng.uniform(0.8, 1.2), rng.uniform(-0.1, 0.1))))
-            for _ in range(t))
+        frames = []
+        for _ in range(t):
+            order = tuple(int(k) for k in rng.permutation(4))
+            draws = [rng.uniform(lo, hi) for lo, hi in ((0.6, 1.4), (0.6, 1.4), (0.8, 1.2), (-0.1, 0.1))]
+            frames.append(FrameJitter(order, *(float(np.float32(v)) for v in draws)))
+        frames = tuple(frames)
         augs.append(AugmentParams(color_mode="per_frame", frame_jitter=frames, grayscale=i == 1))
     augs.append(AugmentParams(color_mode="per_frame"))  # not jittered: passes unchanged
     clips = np.concatenate([clips, random_frames(t, seed=9)[None]])
@@ -70,7 +73,8 @@ def test_grayscale_is_pils_integer_luma_on_every_colour():
     rgb = np.stack([(every >> 16) & 255, (every >> 8) & 255, every & 255], -1).astype(np.uint8)
     pil = np.asarray(Image.fromarray(rgb.reshape(4096, 4096, 3)).convert("L")).reshape(-1)
     r, g, b = (rgb[:, k].astype(np.int64) for k in range(3))
-    formula = (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16  # R 299/1000 + G 587/1000 + B 114/1000 in 16-bit fixed point
+    # R 299/1000 + G 587/1000 + B 114/1000 in 16-bit fixed point
+    formula = (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16
     assert np.array_equal(pil, formula)
     decimal = np.floor((299 * r + 587 * g + 114 * b) / 1000 + 0.5)
     assert np.abs(decimal - formula).max() == 1  # the float rounding of the decimal weights is not PIL's
@@ -91,11 +95,13 @@ def test_per_frame_draws_follow_torchvision_colorjitter():
     p = plan()
     jitters = [fj for pos in range(400) for fj in p.clip(0, pos).augment.frame_jitter]
     assert len(jitters) == 400 * 8
-    for lo, hi, values in ((0.6, 1.4, [j.brightness for j in jitters]), (0.6, 1.4, [j.contrast for j in jitters]),
-                           (0.8, 1.2, [j.saturation for j in jitters]), (-0.1, 0.1, [j.hue for j in jitters])):
+    ranges = {"brightness": (0.6, 1.4), "contrast": (0.6, 1.4), "saturation": (0.8, 1.2), "hue": (-0.1, 0.1)}
+    for name, (lo, hi) in ranges.items():
+        values = [getattr(j, name) for j in jitters]
         v = np.asarray(values)
         assert lo <= v.min() and v.max() <= hi and all(float(np.float32(x)) == x for x in values[:50])
-        assert abs(v.mean() - (lo + hi) / 2) < 0.02 * (hi - lo) and abs(v.std() - (hi - lo) / 12 ** 0.5) < 0.02
+        assert abs(v.mean() - (lo + hi) / 2) < 0.02 * (hi - lo)
+        assert abs(v.std() - (hi - lo) / 12 ** 0.5) < 0.02
     orders = {}
     for j in jitters:
         assert sorted(j.order) == [0, 1, 2, 3]
@@ -122,7 +128,8 @@ def test_per_frame_output_is_normalised_whole_levels():
     video = torch.from_numpy(random_frames(8, 32, 32)).permute(0, 3, 1, 2)[None].contiguous()
     out = finish_batch(video, [spec])[0]
     levels = out * torch.tensor(PIXEL_STD).view(3, 1, 1) + torch.tensor(PIXEL_MEAN).view(3, 1, 1)
-    assert torch.allclose(levels, levels.round(), atol=1e-3) and levels.min() >= -1e-3 and levels.max() <= 255.001
+    assert torch.allclose(levels, levels.round(), atol=1e-3)
+    assert levels.min() >= -1e-3 and levels.max() <= 255.001
 
 
 def test_hsv_conversions_are_pils_on_every_input():

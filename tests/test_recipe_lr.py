@@ -69,7 +69,8 @@ def formula_lrs(cfg: TrainConfig, micro_batches: int, accumulation: int) -> list
 def ours(cfg: TrainConfig, micro_batches: int, accumulation: int) -> list[list[float]]:
     optimizer = torch.optim.AdamW(param_groups(Parts(), cfg))
     steps = micro_batches // accumulation
-    schedule = Schedule(optimizer, cfg, steps, micro_batches_per_epoch=micro_batches, accumulation=accumulation)
+    schedule = Schedule(optimizer, cfg, steps, micro_batches_per_epoch=micro_batches,
+                        accumulation=accumulation)
     used = []
     for step in range(cfg.epochs * steps):
         schedule.set(step)
@@ -126,8 +127,8 @@ def test_zoo_configs_run_the_recipe(name):
     assert cfg.train.grad_clip == 0.0 and cfg.train.lr_schedule == "micro_batch"
     assert cfg.train.min_lr == 8e-8 and cfg.train.warmup_lr == 0.0 and cfg.train.warmup_epochs == 5.0
     d = cfg.data
-    assert (d.color_jitter, d.erase_fill, d.mix_partner, d.test_clip_frames) == ("per_frame", "zeros", "randperm",
-                                                                                  "official")
+    options = (d.color_jitter, d.erase_fill, d.mix_partner, d.test_clip_frames)
+    assert options == ("per_frame", "zeros", "randperm", "official")
     assert (d.color_jitter_p, d.brightness, d.contrast, d.saturation, d.hue) == (0.8, 0.4, 0.4, 0.2, 0.1)
     assert (d.grayscale_p, d.erasing_p, d.mixup_alpha, d.cutmix_alpha, d.mix_switch_p, d.label_smoothing) == \
         (0.2, 0.25, 0.8, 1.0, 0.5, 0.1)

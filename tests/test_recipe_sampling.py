@@ -65,9 +65,10 @@ def test_hand_computed_cases():
     assert official_clip_indices(7, 16, 2, 4)[-1] == 0
     # the old option ("spread"): clips spread over the training segments, which cover the whole video, so
     # a short (SSv2-length) video's test frames leave the official support: n = 45, T = 16 uses 0..31 only
-    spread = SamplePlan(PlanSettings(frames=16, input_size=32, test_clip_frames="spread"), [45], [(48, 32)], [0],
-                        mode="test")
-    assert [list(spread.clip(0, 3 * k).frames) for k in range(4)] == [clip_indices(45, 16, k, 4) for k in range(4)]
+    settings = PlanSettings(frames=16, input_size=32, test_clip_frames="spread")
+    spread = SamplePlan(settings, [45], [(48, 32)], [0], mode="test")
+    expected = [clip_indices(45, 16, k, 4) for k in range(4)]
+    assert [list(spread.clip(0, 3 * k).frames) for k in range(4)] == expected
     assert max(spread.clip(0, 9).frames) >= 42 and max(max(s) for s in official_test_support(45, 16)) == 31
 
 

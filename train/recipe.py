@@ -83,7 +83,8 @@ def cosine_lr_scheduler_class():
     try:
         from timm.scheduler.cosine_lr import CosineLRScheduler  # noqa: PLC0415
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("train.lr_schedule = 'micro_batch' uses timm's CosineLRScheduler: pip install timm") from e
+        raise ImportError("train.lr_schedule = 'micro_batch' uses timm's CosineLRScheduler: "
+                          "pip install timm") from e
     return CosineLRScheduler
 
 
@@ -126,8 +127,9 @@ class Schedule:
             self.first_lrs = [g["lr"] for g in optimizer.param_groups]
 
     def update_index(self, step: int) -> int | None:
-        """The micro-batch index whose lr optimizer step ``step`` uses ("micro_batch"; None: the first step)."""
-        return official_update_index(step, self.steps_per_epoch, self.micro_batches_per_epoch, self.accumulation)
+        """The micro-batch index whose lr optimizer step ``step`` uses (None: the first step)."""
+        return official_update_index(step, self.steps_per_epoch, self.micro_batches_per_epoch,
+                                     self.accumulation)
 
     def set(self, step: int) -> None:
         if self.timm is not None:
