@@ -189,7 +189,8 @@ class Trainer:
         self.resumed_from = path
         self.monitor_note = (f"resumed from {path} at step {self.step} (epoch {self.epoch}, step "
                              f"{self.step_in_epoch} of {self.steps_per_epoch})"
-                             + ("" if restored else f"; world size {meta['world']} -> {env.world}, RNG reseeded")
+                             + ("" if restored else f"; world size {meta['world']} -> {env.world}, RNG reseeded"
+                                if meta["world"] != env.world else "; its RNG file is missing or damaged: RNG reseeded")
                              + ("" if own_bn else "; every rank starts from rank 0's BatchNorm statistics"))
 
     # ------------------------------------------------------------------ the loop
