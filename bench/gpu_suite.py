@@ -28,6 +28,7 @@ except ImportError:  # run as bench/gpu_suite.py: its folder is on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_BUDGET_S = 540   # the device runs one command for at most 600 s
+REHEARSE_BUDGET_S = 900  # a CPU rehearsal: the sum of the rehearsal budgets, less slack
 PACK_RESERVE_S = 15      # kept back for killing the last stage and packing
 SETUP_BUDGET_S = 60      # wheel install + the environment probe (measured ~20 s)
 KILL_GRACE_S = 5         # SIGTERM, then SIGKILL this much later
@@ -257,7 +258,8 @@ def stage_limit(stages: list[dict], index: int, remaining: float, budget_key: st
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="every GPU check in one command (see bench/gpu_suite.sh)")
     parser.add_argument("out", nargs="?", help="output folder (default: $OUT, else bench/results/gpu_<date>)")
-    parser.add_argument("budget", nargs="?", type=float, default=DEFAULT_BUDGET_S, help="seconds for everything")
+    parser.add_argument("budget", nargs="?", type=float, default=None,
+                        help=f"seconds for everything (default {DEFAULT_BUDGET_S}; rehearsing {REHEARSE_BUDGET_S})")
     parser.add_argument("--rehearse", action="store_true",
                         help="the whole plan on a CPU with tiny shapes (interpreter), through the same packing")
     parser.add_argument("--only", default="", help=f"comma list of stages, from {','.join(NAMES)}")
@@ -269,6 +271,8 @@ def main(argv=None) -> int:
                         help="parts stored by bench/gpu_dali.py store: joined, checked, installed first")
     args = parser.parse_args(argv)
     started = time.monotonic()
+    if args.budget is None:
+        args.budget = REHEARSE_BUDGET_S if args.rehearse else DEFAULT_BUDGET_S
     out = Path(args.out or os.environ.get("OUT") or ROOT / "bench" / "results" / f"gpu_{time.strftime('%Y%m%d_%H%M')}")
     out.mkdir(parents=True, exist_ok=True)
     py = os.environ.get("PYTHON") or "python3"

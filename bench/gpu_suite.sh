@@ -18,19 +18,20 @@
 # At the end everything is packed into $OUT: summary.json (every figure), tables.txt (for people),
 # logs.tar.gz (logs and JSON; no videos, no checkpoints).
 #
-# Budgets (seconds; BUDGET_S default 540; 15 s are kept back for the last kill and the packing,
-# setup takes ~20 s of what is left). A stage may use the slack earlier stages left, never the
-# budgets of the stages after it. CPU rehearsal: measured on the 2-core CI machine under load.
+# Budgets (seconds; BUDGET_S default 540, rehearsing 900; 15 s are kept back for the last kill and
+# the packing, setup takes ~20 s of what is left). A stage may use the slack earlier stages left,
+# never the budgets of the stages after it; --limit STAGE=S caps one stage. Rehearsal times measured
+# on the 2-core CI machine shared with 5 other jobs (load ~19), 2026-12-07: 3 min 9 s in all.
 #   stage                                                       GPU budget  rehearsal budget / measured
-#   (a) correctness    kernel tests, default configs (no tuning)     70        120 / 33
-#   (b) bench_kernels  bench kernels --check at B/16                 100        120 / 22
-#   (c) bench_train    B/16 8f: official-like, eager, compiled,      150        150 / 38
-#                      compiled+fused; profile of one fused step
-#   (d) train_check    30 steps, checkpoint, resume 10 more           80        150 / 54
-#   (t) data_transport CPU crops finished on the GPU                  20         60 / 8
-#   (e) memory         L/14 8f, L/14 336 px 16f (+AC): peak memory    60         60 / 10
-#   (f) autotune       kernel tests, every config tuned (bonus)       20         60 / 6
-#   (g) dali           NVDEC tests, bench data GPU rows (only when   150         60 / 8
+#   (a) correctness    kernel tests, default configs (no tuning)     70        120 / 22
+#   (b) bench_kernels  bench kernels --check at B/16                 100        120 / 20
+#   (c) bench_train    B/16 8f: official-like, eager, compiled,      150        150 / 33
+#                      compiled+fused; profile of one fused step   (rehearsal: official-like, eager)
+#   (d) train_check    30 steps, checkpoint, resume 10 more           80        150 / 47
+#   (t) data_transport CPU crops finished on the GPU                  20         60 / 12
+#   (e) memory         L/14 8f, L/14 336 px 16f (+AC): peak memory    60         60 / 22
+#   (f) autotune       kernel tests, every config tuned (bonus)       20         60 / cut at 15 by the test
+#   (g) dali           NVDEC tests, bench data GPU rows (only when   150         60 / 11
 #                      DALI is installed or sent in parts)
 # GPU budgets: cold compiles dominate (c) and (e) (regional compile of one block, ~20-40 s per
 # model), (b) compiles the reference ops 10 times; (a) runs ~90 small tests at one config each.
