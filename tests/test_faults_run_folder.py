@@ -94,6 +94,32 @@ def test_second_train_into_one_folder_is_refused_and_a_stale_lock_is_taken_over(
     assert "that process is gone" in printed and not (out / LOCK_NAME).exists()
 
 
+def test_under_torchrun_rank_0_takes_the_lock_and_every_rank_hears_the_refusal(dataset, tmp_path):
+    out = tmp_path / "run"
+    held = RunLock.acquire(out)  # another run holds the folder
+    try:
+        cmd = train_command(dataset, out, train__max_steps=1)
+        cmd[1:3] = ["-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(_free_port()),
+                    "-m", "ila_fast.cli"]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    finally:
+        held.release()
+    text = done.stdout + done.stderr
+    # torchrun prints its own traceback for a failed rank; the ranks print no traceback of ours
+    assert done.returncode != 0 and "trainer.py" not in text and "run_lock.py" not in text, text[-3000:]
+    # both ranks stop on the same one line (none waits at a barrier for the other), exit 2
+    assert "exitcode: 2" in text
+    assert text.count(f"{out}: another run is writing here (pid {os.getpid()}") == 2, text[-3000:]
+    assert not (out / "checkpoints").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 # ---------------------------------------------------------------- a disk that fills up
 
 def test_too_little_space_stops_before_the_save_and_resumes_after(dataset, tmp_path, monkeypatch):

@@ -122,21 +122,27 @@ class RunLock:
 
 def decided_on_rank0(fn):
     """``fn()`` on rank 0 only (file-system decisions), its result broadcast to every rank. A
-    UserError there is raised on every rank with the same message, so no rank waits for rank 0
-    at a barrier it will never reach."""
+    UserError there is raised on every rank with the same message (any other error: as itself on
+    rank 0, as a RuntimeError naming it on the others), so no rank waits for rank 0 at a
+    collective it will never reach."""
     import torch.distributed as dist
 
     from . import distributed
 
     rank = dist.get_rank() if dist.is_initialized() else 0
-    result, error = None, None
+    result, error, original = None, None, None
     if rank == 0:
         try:
             result = fn()
-        except UserError as e:
-            error = (type(e), str(e))
+        except Exception as e:  # noqa: BLE001 - every rank must hear of it, or the others wait forever
+            original = e
+            error = (type(e) if isinstance(e, UserError) else None, str(e))
     result, error = distributed.broadcast_object((result, error))
+    if original is not None:
+        raise original
     if error is not None:
         kind, message = error
-        raise (kind if isinstance(kind, type) and issubclass(kind, UserError) else UserError)(message)
+        if kind is None:
+            raise RuntimeError(f"rank 0 failed while preparing the run folder: {message}")
+        raise kind(message)
     return result
