@@ -218,7 +218,7 @@ def straight(dataset, tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR2], ids=["SIGTERM", "SIGINT", "SIGUSR2"])
 def test_signal_to_the_process_group_saves_at_the_next_step_and_resumes_identically(dataset, tmp_path, straight,
                                                                                      signum):
     out = tmp_path / "run"
@@ -229,7 +229,7 @@ def test_signal_to_the_process_group_saves_at_the_next_step_and_resumes_identica
     os.killpg(run.proc.pid, signum)   # what a terminal's Ctrl-C and most schedulers do: the whole group
     assert run.finish() == 0, run.text[-4000:]
     text = run.text
-    name = "Ctrl-C (SIGINT)" if signum == signal.SIGINT else "SIGTERM"
+    name = "Ctrl-C (SIGINT)" if signum == signal.SIGINT else signal.Signals(signum).name
     assert text.count("saving at the next step, then stopping") == 1, text[-4000:]   # one line, not one per process
     assert f"ila-fast train: {name}: saving at the next step" in text
     assert "Traceback" not in text and "killed by signal" not in text
@@ -298,6 +298,7 @@ def test_sigterm_to_every_process_under_torchrun_saves_and_resumes_identically(d
     saved = saved_after_signal(run)
     assert 3 <= saved < STEPS and summary(out)["status"] == "stopped_on_request"
     assert latest_checkpoint(out).name == f"step_{saved:08d}"
+    assert "to continue from it, run the same torchrun command again (same --output)" in text
     again = Run(train_command(out, dataset, ranks=2))
     assert again.finish() == 0, again.text[-4000:]
     assert f"resumed from {latest_checkpoint(out).parent / f'step_{saved:08d}'}" in again.text
