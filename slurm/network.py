@@ -81,7 +81,7 @@ def rendezvous_route(hosts: list[str]) -> Route:
             address = routable[0]
             source = source_address(address)
             interface = next((name for name, a in local.items() if a == source), None)
-            how = (f"the interface of this node's route to the master ({source})" if interface else
+            how = (f"this node's route to the master leaves from {source}" if interface else
                    f"no route from {socket.gethostname()} to {address}: gloo's default")
         else:
             # only the master itself should see its own name as loopback (127.0.1.1); the others

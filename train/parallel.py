@@ -65,6 +65,9 @@ def parallelize(model: nn.Module, precision: str, compile: bool, activation_chec
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     mesh = device_mesh(parallelism, device)
+    names = mesh.mesh_dim_names or ("shard",)
+    # for the start-up line: which ranks shard and which replicate (HSDP falls back to FSDP on one node)
+    model.mesh_description = "mesh (" + ", ".join(f"{n} {s}" for n, s in zip(names, mesh.mesh.shape)) + ")"
     policy = MixedPrecisionPolicy(param_dtype=PARAM_DTYPES[precision], reduce_dtype=torch.float32)
     shard = dict(mesh=mesh, mp_policy=policy)
     blocks = blocks_of(model)
