@@ -312,7 +312,12 @@ def test_ranks_stop_when_the_launcher_alone_is_killed(dataset, tmp_path):
     pids = tree(run.proc.pid)
     assert len(pids) >= 7, f"torchrun, 2 ranks, 4 workers expected: {pids}"
     os.kill(run.proc.pid, signal.SIGKILL)
-    took = wait_gone(pids, timeout=10)
+    try:
+        took = wait_gone(pids, timeout=10)
+    finally:   # orphans left by a failure must not train on for minutes
+        for pid in pids:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
     run.reader.join(timeout=30)
     assert "the launcher (pid %d) is gone; stopping this node's ranks now" % run.proc.pid in run.text
     steps = h.losses(out)
