@@ -61,12 +61,26 @@ def train_command(output: Path, dataset: Path, ranks: int = 1, **extra) -> list[
             *[a for s in settings(dataset, **extra) for a in ("--set", s)]]
 
 
+STARTED: list[Run] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_process_left_behind():
+    """A test that fails half-way kills what it started (and the processes under it)."""
+    yield
+    while STARTED:
+        run = STARTED.pop()
+        if run.proc.poll() is None:
+            kill_tree(run.proc.pid)
+
+
 class Run:
     """A process started in a session of its own (as a shell starts a job); its output read by a thread."""
 
     def __init__(self, command: list[str], env: dict | None = None):
         self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      start_new_session=True, env=env or ENV)
+        STARTED.append(self)
         self.lines: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
