@@ -226,7 +226,11 @@ def restore_rank_buffers(path: str | Path, model, rank: int) -> bool:
     file = Path(path) / "bn" / f"rank{rank}.pt"
     if not file.is_file():
         return False
-    saved = torch.load(file, map_location="cpu", weights_only=True)
+    try:
+        saved = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - truncated or garbage: the same answer
+        raise CheckpointError(f"{file}: unreadable ({type(e).__name__}), truncated or damaged; move "
+                              f"{Path(path).name} aside to resume from the checkpoint before it") from None
     buffers = {n: b for n, b in model.named_buffers() if n.endswith(BN_STATS)}
     if saved.keys() != buffers.keys():
         raise CheckpointError(f"{file}: BatchNorm statistics of another model ({len(saved)} tensors, this "
