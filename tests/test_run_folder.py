@@ -214,3 +214,13 @@ def test_summed_score_files_equal_a_two_model_ensemble(run, dataset, tmp_path, c
     labels = np.array(json.loads((tmp_path / "a" / "eval.json").read_text())["scores"]["labels"])
     assert result["top1"] == pytest.approx(float((expected.argmax(axis=1) == labels).mean()))
     assert printed.splitlines()[-2].startswith("ensemble")
+
+
+def test_train_log_ends_with_the_reason_a_run_stopped(dataset, tmp_path):
+    from ila_fast.errors import UserError
+
+    output = tmp_path / "run"
+    with pytest.raises(UserError, match="less than one optimizer step"):
+        Trainer(h.tiny_config(dataset, train__total_batch=64), output).fit()
+    last = (output / "train.log").read_text().splitlines()[-1]
+    assert last.startswith("ila-fast train: stopped by UserError: ") and "lower train.total_batch" in last
