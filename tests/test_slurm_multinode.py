@@ -337,7 +337,11 @@ def test_node_that_cannot_reach_the_master_is_named(multinode, tmp_path):
             f.write(original)
             f.truncate()
         cloudpickle.unregister_pickle_by_value(test_slurm_startup)
+    print(f"unreachable master (job {job.job_id}): rank 0 after {master_wait:.1f} s: {master_msg}\n"
+          f"  rank 1 after {node_wait:.1f} s: {node_msg}")
     assert "1 of 2 ranks did not join within 8 s: rank 1 (host ilafast2)" in master_msg, master_msg
     assert ("rank 1 on ilafast2: could not reach rank 0 (host ilafast1)'s rendezvous store at "
             "10.213.77.99:") in node_msg, node_msg
-    assert 8.0 <= master_wait < 20.0 and node_wait < 20.0, (master_wait, node_wait)
+    # rank 0 at its deadline; rank 1 at the end of the connect attempt running at the deadline (an
+    # unanswered ARP on the bridge takes ~3 s to fail), 13 s measured on a loaded 2-core machine
+    assert 8.0 <= master_wait < 12.0 and 8.0 <= node_wait < 16.0, (master_wait, node_wait)
