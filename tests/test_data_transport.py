@@ -137,7 +137,10 @@ def test_crops_finished_on_a_gpu_match_the_cpu(one_thread):
     from ila_fast.config import PIXEL_STD
 
     names = ["painted_h264", "rotated", "vfr", "odd_size", "motion_mjpeg", "motion_h264_0"] * 2
-    cfg = config(names, num_workers=1, color_jitter_p=1.0, erasing_p=0.5, mixup_alpha=0.0, cutmix_alpha=0.0)
+    # the per-clip colour map: the recipe's per-frame jitter on 8-bit levels can carry a level of the
+    # resize to a few (its gains and truncations); its GPU numbers: tests/test_recipe_color.py
+    cfg = config(names, num_workers=1, color_jitter_p=1.0, erasing_p=0.5, mixup_alpha=0.0, cutmix_alpha=0.0,
+                 color_jitter="per_clip")
     gpu = build_loader(cfg, "train", frames=T, input_size=S, num_classes=2, backend="cpu", device="cuda")
     cpu = build_loader(cfg, "train", frames=T, input_size=S, num_classes=2, backend="cpu", device="cpu")
     assert gpu.backend.transport == "raw"

@@ -144,3 +144,18 @@ def test_hsv_conversions_are_pils_on_every_input():
     pil_rgb = np.asarray(Image.fromarray(image, "HSV").convert("RGB"))
     ours = color.hsv_to_rgb(torch.from_numpy(image).permute(2, 0, 1)[None].to(torch.int32))
     assert np.array_equal(ours[0].permute(1, 2, 0).numpy(), pil_rgb)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the GPU's numbers need a GPU")
+def test_gpu_gives_the_cpus_levels():
+    """Every colour step is whole-level arithmetic in float32 (one rounding per operation, as on the
+    CPU), an exact float64 sum, or a table gather: the GPU gives the same levels; the normalisation
+    after them may differ in its last bit."""
+    p = plan(grayscale_p=0.5)
+    specs = [replace(p.clip(0, i), augment=replace(p.clip(0, i).augment, erase=None)) for i in range(4)]
+    video = torch.from_numpy(random_frames(32, 32, 32, seed=11)).permute(0, 3, 1, 2).reshape(4, 8, 3, 32, 32)
+    cpu = finish_batch(video.contiguous(), specs)
+    gpu = finish_batch(video.contiguous().cuda(), specs).cpu()
+    std, mean = torch.tensor(PIXEL_STD).view(3, 1, 1), torch.tensor(PIXEL_MEAN).view(3, 1, 1)
+    assert torch.equal((cpu * std + mean).round(), (gpu * std + mean).round())
+    assert torch.allclose(cpu, gpu, atol=1e-5, rtol=0)
