@@ -50,7 +50,7 @@ DB_PORT=${ILA_FAST_SLURM_DB_PORT:-33061}
 # More CPUs than the machine has (config_overrides), so that several small test jobs can run side
 # by side on a 2-core CI machine; they only share the cores.
 CPUS=${ILA_FAST_SLURM_CPUS:-$(( $(nproc) > 8 ? $(nproc) : 8 ))}
-PACKAGES="slurm-wlm slurmctld slurmd slurm-client munge slurmdbd mariadb-server"
+PACKAGES="slurm-wlm slurmctld slurmd slurm-client munge slurmdbd mariadb-server iproute2"
 CLUSTER=ilafast
 # multi-node: addresses exist only inside the namespaces below (a /24 of private space)
 SUBNET=${ILA_FAST_SLURM_SUBNET:-10.213.77}
@@ -76,7 +76,7 @@ wait_for() {
 
 install_packages() {
     command -v slurmctld >/dev/null && command -v slurmdbd >/dev/null && command -v mariadbd >/dev/null \
-        && command -v munged >/dev/null && return
+        && command -v munged >/dev/null && command -v ip >/dev/null && return
     [[ $(id -u) == 0 ]] || die "Slurm is not installed; as root run: apt-get install -y $PACKAGES"
     command -v apt-get >/dev/null || die "Slurm is not installed and this is not a Debian machine (no apt-get)"
     log "installing $PACKAGES"
@@ -399,6 +399,7 @@ stop() {
         ip netns del "$ns" 2>/dev/null || log "could not delete network namespace $ns"
         rm -rf "/etc/netns/$ns"
     done
+    rmdir /etc/netns 2>/dev/null || true   # when nothing else keeps files there
     rm -f "$STATE/run/started" "$STATE/run/nodes"
     log "cluster stopped in $(( SECONDS - t0 ))s"
 }

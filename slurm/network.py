@@ -86,19 +86,20 @@ def rendezvous_route(hosts: list[str]) -> Route:
         else:
             # only the master itself should see its own name as loopback (127.0.1.1); the others
             # would connect to themselves
-            here = socket.gethostname()
+            here, seen = socket.gethostname(), ", ".join(addresses)
             if here.split(".")[0] != master.split(".")[0]:
-                raise UserError(f"{here}: the job's first node {master!r} resolves to {', '.join(addresses)} here, a "
-                                "loopback address other nodes cannot use; fix DNS or /etc/hosts on this node")
+                raise UserError(f"{here}: the job's first node {master!r} resolves to {seen} here, a loopback "
+                                "address other nodes cannot use; fix DNS or /etc/hosts on this node")
             outside = {name: a for name, a in local.items() if not ipaddress.ip_address(a).is_loopback}
             if len(outside) != 1:
-                raise UserError(f"{here}: this node's name resolves to {', '.join(addresses)} (loopback) and it has "
-                                f"{len(outside)} other interfaces ({', '.join(sorted(outside)) or 'none'}): name the "
-                                "one the other nodes reach, e.g. [slurm] env = [\"GLOO_SOCKET_IFNAME=eth0\"]")
+                names = ", ".join(sorted(outside)) or "none"
+                raise UserError(f"{here}: this node's name resolves to {seen} (loopback) and it has {len(outside)} "
+                                f"other interfaces ({names}): name the one the other nodes reach, e.g. "
+                                "[slurm] env = [\"GLOO_SOCKET_IFNAME=eth0\"]")
             interface, address = next(iter(outside.items()))
             how = f"{master} resolves to loopback here; its only other interface"
     if os.environ.get("GLOO_SOCKET_IFNAME"):
-        return Route(master, address, os.environ["GLOO_SOCKET_IFNAME"], "GLOO_SOCKET_IFNAME from the environment")
+        return Route(master, address, os.environ["GLOO_SOCKET_IFNAME"], "GLOO_SOCKET_IFNAME set by the job")
     if interface:
         os.environ["GLOO_SOCKET_IFNAME"] = interface
     return Route(master, address, interface, how)
