@@ -22,6 +22,8 @@
 #   ilafast1..N  one network namespace per node: eth0 (SUBNET.(10+i)), the other end of its veth
 #                pair on the controller's bridge; its own hostname; its own slurmd (-N ilafastI)
 # IPv6 is off in them and they have no default route: traffic stays on these links and loopback.
+# Each node declares 2 GPUs (gres with stand-in device files) so that `--gpus-per-node` requests
+# schedule as on a GPU cluster; the tasks find no CUDA device here and train with gloo.
 # /etc/netns/<namespace>/{hosts,slurm} (bind-mounted over /etc/hosts and /etc/slurm by
 # `ip netns exec`) give every node and the controller the same name -> address table and a
 # slurm.conf with NodeAddr per node. munged runs in this machine's namespace: its socket is a
@@ -213,12 +215,14 @@ in_ns() {
 netns_check() {  # can we make the namespaces? prints why not and returns 3
     local probe=ilafast-probe-$$ why=""
     if [[ $(id -u) != 0 ]]; then why="not root (network namespaces, veth links and slurmd need root)"
-    elif ! command -v ip >/dev/null || ! command -v unshare >/dev/null; then why="no ip (iproute2) or unshare (util-linux)"
+    elif ! command -v ip >/dev/null || ! command -v unshare >/dev/null || ! command -v nsenter >/dev/null; then
+        why="no ip (iproute2), or no unshare / nsenter (util-linux)"
     elif ! why=$(ip netns add "$probe" 2>&1); then why="the kernel refused a network namespace: $why"
     elif ! why=$(ip -n "$probe" link add ilafp0 type veth peer name ilafp1 2>&1); then
         why="the kernel refused a veth pair inside a namespace: $why"
-    elif ! why=$(ip netns exec "$probe" unshare --uts sh -c 'hostname ilafast-probe' 2>&1); then
-        why="the kernel refused a UTS (hostname) namespace: $why"
+    elif ! why=$(nsenter --net="/run/netns/$probe" unshare --mount --uts sh -c \
+            'hostname ilafast-probe' 2>&1); then
+        why="the kernel refused a UTS (hostname) or mount namespace: $why"
     else why=""
     fi
     ip netns del "$probe" 2>/dev/null || true
