@@ -390,6 +390,13 @@ if slow_get:  # a rank that reads the others' announcements slowly: the race of 
             return self.store.get(key)
     dist.TCPStore = SlowStore
 from ila_fast.train.distributed import DistEnv, RendezvousError, rendezvous
+def listening():  # rank 0's store is up: a delay counts from there, not from this process's slower imports
+    rows = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        rows += open(table).read().splitlines()[1:] if os.path.exists(table) else []
+    return any(r.split()[1].endswith(":%04X" % port) and r.split()[3] == "0A" for r in rows)
+while rank and delay and not listening():
+    time.sleep(0.05)
 time.sleep(delay)
 start = time.monotonic()
 try:
@@ -428,7 +435,8 @@ def test_identity_mismatch_is_one_line_on_every_rank_while_the_owner_finishes_fi
 
 
 def test_missing_rank_is_the_same_verdict_on_every_rank_that_joined():
-    # rank 2 never starts; rank 1 joins later, so rank 0 runs out of time first and would close the store
+    # rank 2 never starts; rank 1 joins 1.5 s after rank 0's store is up, so rank 0 runs out of time first
+    # and would close the store under rank 1
     runs = rendezvous_ranks([(0, 0.0, 0.0), (1, 1.5, 0.0)], world=3, timeout=6)
     messages = [outcome(run)[0] for run in runs]
     for rank, message in enumerate(messages):

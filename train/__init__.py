@@ -4,7 +4,7 @@
 * ``distributed``: torchrun variables -> process group; ``parallel``: AC, compile, FSDP2 in one place;
 * ``recipe``: AdamW groups and the lr schedule (docs/recipe.md); ``checkpoint``: DCP checkpoints;
 * ``monitor``: progress bar, TensorBoard, metrics.jsonl, curves; ``evaluate``: every video scored once;
-* ``command``: ``ila-fast train`` / ``ila-fast export``.
+* ``command``: ``ila-fast train`` / ``ila-fast export``; ``signals``: SIGTERM / SIGINT / SIGUSR2 -> save, then stop.
 
 Importing this package is cheap (nothing heavy at the top), so the CLI can list its commands fast.
 """
