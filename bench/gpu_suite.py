@@ -65,7 +65,8 @@ STAGES = [
              "eager", "compiled", "compiled+fused", "--steps", "5", "--warmup", "2",
              "--save", "{J}/bench_train.json", "--profile", "{J}/profile.json"]],
            [["-m", "ila_fast.cli", "bench", "train", "--configs", "tiny", "--variants", "official-like", "eager",
-             "--batch", "2", "--steps", "1", "--warmup", "1", "--save", "{J}/bench_train.json", "--profile", "{J}/profile.json"]]),
+             "--batch", "2", "--steps", "1", "--warmup", "1", "--save", "{J}/bench_train.json",
+             "--profile", "{J}/profile.json"]]),
     _stage("d", "train_check", "30 training steps, checkpoint, resume for 10 more", 80, 150, ["av", "open_clip"],
            [["bench/gpu_train_check.py", "{W}/train_check", "--steps", "30", "--resume-steps", "10",
              "--json", "{J}/train_check.json"]],
@@ -87,7 +88,8 @@ STAGES = [
            [[*PYTEST, "-k", "matches_reference", "tests/test_kernels_alignment.py",
              "tests/test_kernels_correlation.py"]],
            # more than its rehearsal budget on purpose: the rehearsal shows a stage cut at its limit
-           [[*PYTEST, "-k", "matches_reference", "tests/test_kernels_alignment.py", "tests/test_kernels_correlation.py"]],
+           [[*PYTEST, "-k", "matches_reference", "tests/test_kernels_alignment.py",
+             "tests/test_kernels_correlation.py"]],
            env={"ILA_FAST_AUTOTUNE": "1", "ILA_SUITE_ROWS": "{J}/autotune.json"}),
     _stage("g", "dali", "DALI on the GPU: NVDEC tests, bench data GPU rows vs the CPU backend", 150, 60,
            ["nvidia.dali", "av", "pytest"],
@@ -149,18 +151,21 @@ def run_limited(argv: list[str], limit: float, env: dict, stdout, stderr, watch:
     start = time.monotonic()
     proc = subprocess.Popen(argv, env=env, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL,
                             cwd=ROOT, start_new_session=True)
-    first_json = None
-    timed_out = False
-    while proc.poll() is None:
-        if watch is not None and first_json is None and any(watch.glob("*.json")):
-            first_json = time.monotonic() - start
-        if time.monotonic() - start >= limit:
-            timed_out = True
-            break
-        time.sleep(0.2)
+    first_json, timed_out, interrupted = None, False, None
+    try:
+        while proc.poll() is None:
+            if watch is not None and first_json is None and any(watch.glob("*.json")):
+                first_json = time.monotonic() - start
+            if time.monotonic() - start >= limit:
+                timed_out = True
+                break
+            time.sleep(0.2)
+    except Interrupted as error:  # the suite itself is stopped: take the stage with it
+        interrupted = f"interrupted ({error})"
     leftovers = kill_session(proc.pid)
     rc = proc.wait()
-    return dict(rc=rc, timed_out=timed_out, seconds=round(time.monotonic() - start, 1), sid=proc.pid,
+    return dict(rc=rc, timed_out=timed_out, interrupted=interrupted, seconds=round(time.monotonic() - start, 1),
+                sid=proc.pid,
                 first_json_s=None if first_json is None else round(first_json, 1),
                 killed_processes=leftovers, left_behind=len(session_members(proc.pid)))
 
@@ -248,6 +253,14 @@ def install_wheels(py: str, wheels: list[Path], target: Path, log: Path) -> dict
 # The run
 
 
+class Interrupted(Exception):
+    """SIGTERM / SIGINT to the suite (an outer time limit): stop the stage, pack what there is."""
+
+
+def _interrupt(signum, frame):
+    raise Interrupted(signal.Signals(signum).name)
+
+
 def stage_limit(stages: list[dict], index: int, remaining: float, budget_key: str) -> float:
     """The stage's budget, plus any slack earlier stages left that later stages' budgets do not need."""
     later = sum(s[budget_key] for s in stages[index + 1:])
@@ -271,6 +284,8 @@ def main(argv=None) -> int:
                         help="parts stored by bench/gpu_dali.py store: joined, checked, installed first")
     args = parser.parse_args(argv)
     started = time.monotonic()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _interrupt)
     if args.budget is None:
         args.budget = REHEARSE_BUDGET_S if args.rehearse else DEFAULT_BUDGET_S
     out = Path(args.out or os.environ.get("OUT") or ROOT / "bench" / "results" / f"gpu_{time.strftime('%Y%m%d_%H%M')}")
@@ -301,7 +316,8 @@ def main(argv=None) -> int:
     site = work / "site"
     paths = [str(link_tree(work))]
     wheels = []
-    wheelhouse = Path(args.wheelhouse) if args.wheelhouse else (None if args.rehearse else ROOT / "bench" / "wheelhouse")
+    default_wheels = None if args.rehearse else ROOT / "bench" / "wheelhouse"
+    wheelhouse = Path(args.wheelhouse) if args.wheelhouse else default_wheels
     if wheelhouse is not None:
         wheels = sorted(wheelhouse.glob("*.whl"))
         if not wheels:
@@ -353,6 +369,9 @@ def main(argv=None) -> int:
         failures += record["status"] != "ok"
         print(f"gpu_suite: ({stage['letter']}) {stage['name']}: {record['status']} in {record.get('seconds', 0)} s",
               flush=True)
+        if record["status"].startswith("interrupted"):
+            summary["suite"]["status"] = record["status"]
+            return finish(summary, work, out, started, 3)
     summary["stages"] += not_chosen
     summary["suite"]["status"] = "ok" if not failures else f"{failures} stage(s) not ok"
     return finish(summary, work, out, started, 0 if not failures else 1)
@@ -394,7 +413,7 @@ def run_stage(stage, index, chosen, py, env, work, started, budget, budget_key, 
             so.flush()
             run = run_limited(argv, max(1.0, deadline - time.monotonic()), stage_env, so, se, watch=jdir)
             record["runs"].append(run)
-            if run["timed_out"]:
+            if run["timed_out"] or run["interrupted"]:
                 break
     runs = record["runs"]
     record["seconds"] = round(sum(r["seconds"] for r in runs), 1)
@@ -415,7 +434,8 @@ def run_stage(stage, index, chosen, py, env, work, started, budget, budget_key, 
         if run["rc"] == 5 and " pytest " in argv:  # pytest: no test ran (all skipped here, e.g. no GPU)
             run["rc"], run["note"] = 0, "pytest collected no test to run (rc 5)"
     failed = [r["rc"] for r in runs if r["rc"] != 0]
-    record["status"] = ("timeout" if runs[-1]["timed_out"] else f"failed (rc {failed[0]})" if failed else "ok")
+    record["status"] = (runs[-1]["interrupted"] or "timeout" if runs[-1]["timed_out"] or runs[-1]["interrupted"]
+                        else f"failed (rc {failed[0]})" if failed else "ok")
     return record
 
 

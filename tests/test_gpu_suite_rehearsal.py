@@ -91,9 +91,9 @@ def test_every_stage_ran_and_saved_rows_while_running(rehearsal):
         # The JSON folder held a file while the stage still ran ...
         assert stage["first_json_s"] is not None and stage["first_json_s"] < stage["seconds"], stage
         # ... and each table was rewritten as rows finished, not written once at the end (the
-        # profile is one measurement, written once).
+        # profile is one measurement, written once; the cut stage may be cut before its first row).
         for file, data in stage["json"].items():
-            assert data["writes"] >= (1 if file == "profile.json" else 2), (name, file, data["writes"])
+            assert data["writes"] >= (1 if file == "profile.json" or name == "autotune" else 2), (name, file)
             assert data["complete"] is (name != "autotune"), (name, file)
     figures = stages["bench_kernels"]["json"]["bench_kernels.json"]
     assert figures["checks"] and all(c["ok"] for c in figures["checks"])
@@ -202,3 +202,25 @@ def test_device_python_environment():
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "layout ok" in proc.stdout and "gpu_env_rehearsal: ok" in proc.stdout
     print("\n" + proc.stdout)
+
+
+def test_suite_stopped_from_outside_still_packs(tmp_path):
+    """SIGTERM to the suite (an outer time limit) ends the running stage's session and packs."""
+    out, scratch = tmp_path / "OUT", tmp_path / "scratch"
+    scratch.mkdir()
+    proc = subprocess.Popen([str(SUITE), "--rehearse", str(out), "--only", "correctness"],
+                            env=dict(os.environ, PYTHON=sys.executable, TMPDIR=str(scratch)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(scratch.glob("ila-gpu-suite-*/json/correctness")) and time.monotonic() < deadline:
+        time.sleep(0.2)  # the stage has started (its JSON folder exists)
+    time.sleep(1)
+    proc.send_signal(15)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 3, stdout + stderr
+    summary = json.loads((out / "summary.json").read_text())
+    stage = summary["stages"][0]
+    assert summary["suite"]["status"] == stage["status"] == "interrupted (SIGTERM)"
+    assert summary["layout"]["ok"]
+    assert stage["runs"] and stage["runs"][-1]["interrupted"] and stage["left_behind"] == 0
+    assert not gpu_suite.session_members(stage["runs"][-1]["sid"])
