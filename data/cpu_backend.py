@@ -199,7 +199,8 @@ class CpuBackend:
         generator = torch.Generator().manual_seed(loader_seed(self.plan.s.seed, epoch))
         loader = DataLoader(dataset, batch_sampler=batches, num_workers=self.num_workers, collate_fn=collate,
                             pin_memory=self.pin_memory, persistent_workers=False, generator=generator,
-                            prefetch_factor=4 if self.num_workers else None, worker_init_fn=ignore_stop_signals)
+                            prefetch_factor=4 if self.num_workers else None,
+                            worker_init_fn=ignore_stop_signals)
         return iter(loader)
 
     def finish(self, video, specs, device) -> torch.Tensor:

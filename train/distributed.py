@@ -208,12 +208,12 @@ def rendezvous(env: DistEnv, timeout_s: float, identity: dict | None = None):
     try:
         _meet(store, env, host, hosts, prefix, owner, timeout_s,
               dict(identity or {}, world=env.world, torch=torch.__version__))
-    except dist.DistError as e:  # the store went away mid-way: its owner (rank 0, or torchrun's agent) stopped
+    except dist.DistError as e:  # the store went away mid-way: its owner (rank 0 or torchrun's agent) stopped
         owner_name = "torchrun's agent" if agent_store else "rank 0"
         raise RendezvousError(
-            f"rank {env.rank} on {host}: {owner_name}'s rendezvous store at {env.master_addr}:{env.master_port} "
-            f"closed during start-up: {owner_name} stopped; its log says why "
-            f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+            f"rank {env.rank} on {host}: {owner_name}'s rendezvous store at "
+            f"{env.master_addr}:{env.master_port} closed during start-up: {owner_name} stopped; its log says "
+            f"why ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     return store
 
 
@@ -221,7 +221,8 @@ ACK_WAIT_S = 30.0   # how long the store's owner waits for the other ranks to re
 _JOINED = "all joined"
 
 
-def _meet(store, env: DistEnv, host: str, hosts, prefix: str, owner: bool, timeout_s: float, mine: dict) -> None:
+def _meet(store, env: DistEnv, host: str, hosts, prefix: str, owner: bool, timeout_s: float,
+          mine: dict) -> None:
     store.set(f"{prefix}{env.rank}", json.dumps(dict(mine, host=host)))
     keys = [f"{prefix}{r}" for r in range(env.world)]
     verdict_key = f"{prefix}verdict"

@@ -12,7 +12,8 @@ signal that the scheduler also sent to every process of the job delivers it twic
 
 The signals are read by a watcher thread from ``signal.set_wakeup_fd``, not by a Python handler
 in the main thread: Python runs handlers only between bytecodes of the main thread, which may be
-blocked for minutes in a collective or a save when the second signal should stop it *at once*.
+blocked for minutes in a collective or a save when the second signal should stop it *at once*
+(with its loader workers, which are killed first).
 Loader worker processes ignore these signals (``data.cpu_backend.ignore_stop_signals``): only the
 main process of each rank decides.
 """
@@ -69,7 +70,8 @@ class StopOnSignals:
                 return
             if not data:  # closed
                 return
-            for signum in data:  # every signal with a Python handler is written here (SIGCHLD: the DataLoader's)
+            # every signal with a Python handler is written here (SIGCHLD: the DataLoader's); only ours count
+            for signum in data:
                 if signum in SIGNALS:
                     self.on_signal(signum)
 
@@ -88,6 +90,7 @@ class StopOnSignals:
         if self.rank == 0:
             _say(f"ila-fast train: {_name(signum)} again: stopping now, without saving; the newest complete "
                  f"checkpoint in {self.output} is kept (run the same command again to resume from it)")
+        _kill_children()
         os._exit(128 + signum)
 
     def close(self) -> None:
@@ -102,3 +105,19 @@ class StopOnSignals:
 
 def _noop(signum, frame) -> None:
     pass
+
+
+def _kill_children() -> None:
+    """SIGKILL this process's children (loader workers ignore the stop signals, and would otherwise
+    linger for seconds, holding the terminal's or a pipe's output open, until they notice)."""
+    me = str(os.getpid())
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                parent = f.read().rsplit(")", 1)[1].split()[1]
+            if parent == me:
+                os.kill(int(entry), signal.SIGKILL)
+        except (OSError, IndexError):
+            pass
