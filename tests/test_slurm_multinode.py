@@ -19,6 +19,7 @@ module starts; each test follows its own:
 - unreachable (last, alone): a node that resolves the master to an address it cannot reach; both
               sides name the other within train.dist_timeout_s.
 Every wait has a deadline. Each job's timeline (rounds, nodes, states, saves, resumes) is printed.
+The module takes 4-6 minutes on the 2-core machine (measured while it was shared, load average 10-15).
 Skipped where no multi-node cluster answers (the reason says why: no Slurm, a single node, or no
 network namespaces in this kernel), unless ILA_FAST_REQUIRE_SLURM=1 (CI), where that fails.
 """
