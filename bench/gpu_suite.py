@@ -217,6 +217,11 @@ if torch.cuda.is_available():
         info["driver"] = f"unknown ({type(e).__name__})"
 else:
     info["device"] = f"CPU ({platform.machine()}), no GPU"
+try:  # as the package imports open_clip: behind the guard for a torchvision built for another torch
+    from ila_fast.compat import guard_torchvision
+    guard_torchvision()
+except Exception as e:
+    info["torchvision_guard"] = f"failed ({type(e).__name__}: {e})"
 for mod in ("triton", "numpy", "av", "open_clip", "nvidia.dali", "torchvision", "einops", "submitit"):
     try:
         info[mod] = __import__(mod, fromlist=["_"]).__version__
