@@ -192,17 +192,22 @@ def test_outside_requeue_resumes_from_the_newest_complete_checkpoint(queued):
     text = logs(run, job)
     assert "stopped on request" not in text   # no signal, no save: killed where it was
     resumed = int(re.search(r"resumed from \S+step_0*(\d+) at step", text).group(1))
-    before = (run / "slurm" / f"{job}_0_log.out").read_text().split("resumed from")[0]
-    reached = max(int(n) for n in re.findall(r"step (\d+)/24", before))   # the last step before the kill
-    steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    steps = [(r["step"], r["loss"]) for r in steps if r.get("kind") == "train"]
-    restart = [r for r, _ in steps].index(reached) + 1
+    before, after = (run / "slurm" / f"{job}_0_log.out").read_text().split("resumed from", 1)
+    logged = lambda text: {int(n): float(x) for n, x in re.findall(r"step (\d+)/24 loss (\S+)", text)}
+    first, second = logged(before), logged(after)
+    reached = max(first)    # the last step logged before the kill
     newest = reached - reached % 2    # checkpoints every 2 steps; the one at `reached` may have been cut short
     assert 2 <= resumed < 24 and resumed in (newest, newest - 2), (resumed, reached)
-    # the steps after that checkpoint ran twice (before the kill, after the resume): identically
-    first, second = dict(steps[:restart]), dict(steps[restart:])
-    assert sorted(set(first) | set(second)) == list(range(1, 25)) and min(second) == resumed + 1
-    assert all(first[k] == second[k] for k in set(first) & set(second))
+    assert min(second) == resumed + 1 and sorted(set(first) | set(second)) == list(range(1, 25))
+    # the steps after that checkpoint ran twice (before the kill, after the resume): identically,
+    # to the 4 decimals the log shows
+    rerun = set(first) & set(second)
+    assert all(first[k] == second[k] for k in rerun), {k: (first[k], second[k]) for k in rerun}
+    # metrics.jsonl keeps each step once: the first round's lines past the resumed step were dropped
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    kept = [(r["step"], r["loss"]) for r in records if r.get("kind") == "train"]
+    assert [step for step, _ in kept] == list(range(1, 25)), kept
+    assert all(f"{loss:.4f}" == f"{second[step]:.4f}" for step, loss in kept if step in second)
 
 
 def test_sweep_is_one_job_array_with_a_folder_per_point(queued):
