@@ -68,7 +68,8 @@ def test_lock_refuses_a_second_holder_and_a_foreign_host_and_is_released(tmp_pat
 
 def test_second_train_into_one_folder_is_refused_and_a_stale_lock_is_taken_over(dataset, tmp_path, capsys):
     out = tmp_path / "run"
-    first = subprocess.Popen(train_command(dataset, out, train__epochs=20, train__max_steps=200),
+    # 2 loader workers: forked children that outlive their killed parent a moment must not keep the lock
+    first = subprocess.Popen(train_command(dataset, out, train__epochs=20, train__max_steps=200, data__num_workers=2),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         lines = []

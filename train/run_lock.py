@@ -4,10 +4,12 @@
     ...
     lock.release()
 
-The file is also ``flock``-ed while held, so the kernel frees it when the holder dies however it
-dies (SIGKILL included); the PID and host are what the refusal names. A lock whose holder is gone
-(its flock free, and on this host its PID dead) is taken over with a warning. A lock written on
-another host whose flock is free (a file system without shared locks, or a crashed host) is
+The file also carries a POSIX record lock (``lockf``) while held, so the kernel frees it when the
+holder dies however it dies (SIGKILL included). A record lock belongs to the process, not to the
+open file: the loader's forked workers do not inherit it (an ``flock`` would stay held by them
+after their parent was killed). The PID and host are what the refusal names. A lock whose holder
+is gone (its record lock free, and on this host its PID dead) is taken over with a warning. A lock
+written on another host whose record lock is free (a file system without shared locks, or a crashed host) is
 refused with the way out: a second writer there would interleave checkpoints and metrics; unless
 it names this very Slurm job (a requeue after a node failure: Slurm runs one job id once at a time).
 """
@@ -24,6 +26,7 @@ from pathlib import Path
 from ila_fast.errors import UserError
 
 LOCK_NAME = "run.lock"
+_HELD: dict[str, dict] = {}  # lock files this process holds -> their record
 
 
 class RunFolderBusy(UserError):
@@ -68,10 +71,14 @@ class RunLock:
         output.mkdir(parents=True, exist_ok=True)
         path = output / LOCK_NAME
         host = socket.gethostname()
+        key = os.path.realpath(path)
+        if key in _HELD:  # record locks do not conflict within one process: say it here
+            raise RunFolderBusy(f"{output}: another run is writing here ({_describe(_HELD[key])}, this process; "
+                                f"lock file {path}); wait for it or stop it, or use another --output")
         while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as e:
                 holder = _read(fd)
                 os.close(fd)
@@ -79,7 +86,7 @@ class RunLock:
                     raise RunFolderBusy(f"{output}: another run is writing here ({_describe(holder)}; lock file "
                                         f"{path}); wait for it or stop it, or use another --output") from None
                 raise
-            # The holder may have removed the file between our open and our flock: lock the file
+            # The holder may have removed the file between our open and our lock: lock the file
             # that is at the path now, not an unlinked one.
             try:
                 same = os.stat(path).st_ino == os.fstat(fd).st_ino
@@ -107,11 +114,15 @@ class RunLock:
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, record.encode())
         os.fsync(fd)
+        # (a record lock is also dropped when this process closes any other descriptor of the file:
+        # nothing here opens run.lock again while holding it, and _HELD answers for this process)
+        _HELD[key] = json.loads(record)
         return cls(path, fd)
 
     def release(self) -> None:
         if self.fd is None:
             return
+        _HELD.pop(os.path.realpath(self.path), None)
         try:
             self.path.unlink(missing_ok=True)  # while still locked: nobody can take the file in between
         except OSError:
