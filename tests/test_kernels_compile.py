@@ -78,3 +78,21 @@ def test_problems_flags_what_fails_on_a_gpu():
     assert len(problems([dict(base, smem=SMEM_LIMIT + 1)])) == 1
     assert len(problems([dict(base, default=True, spill=8)])) == 1
     assert len(problems([dict(base, error="CompilationError: x")])) == 1
+
+
+def test_triton36_interpreter_refuses_numpy_24_in_one_line():
+    """Triton 3.6's interpreter fails on numpy >= 2.4 deep inside a launch; the kernels say so at import."""
+    import numpy
+
+    env = dict(os.environ, TRITON_INTERPRET="1",
+               PYTHONPATH=os.pathsep.join([str(triton_overlay(GPU_MACHINE_TRITON)),
+                                           *filter(None, [os.environ.get("PYTHONPATH")])]))
+    proc = subprocess.run([sys.executable, "-c", "import ila_fast.kernels.alignment"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    if tuple(int(p) for p in numpy.__version__.split(".")[:2]) < (2, 4):
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    else:
+        assert proc.returncode != 0
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith("ila_fast.errors.MissingDependency: Triton 3.6.0's CPU interpreter"), last
+        assert "numpy<2.4" in last
