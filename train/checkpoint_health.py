@@ -1,14 +1,17 @@
-"""Which checkpoint a run may trust, and what happens to the others. Never deletes anything.
+"""Which checkpoint a run may trust, what happens to the others, and saving on a disk that may
+fill up. Never deletes a checkpoint.
 
-    problem = checkpoint_problem(path)        # None, or what is wrong ("shard __0_0.distcp: 812 of 4096 bytes")
+    problem = checkpoint_problem(path)        # None, or what is wrong ("shard __0_0.distcp has 812 of ...")
     good = pick_resumable(output, report)     # newest good checkpoint; damaged ones renamed step_N.damaged
-    moved = supersede(output, newer_than=step, report=report)   # -> checkpoints/superseded_<time>/
+    folder = checkpoint_for_reading(path)     # eval / predict / export: refused in one line when damaged
+    moved = supersede(output, keep, newer_than, report)    # -> checkpoints/superseded_<time>/
+    final = guarded_save(output, step, model, optimizer, ...)   # checkpoint.save behind a free-space check
 
 A checkpoint is good when its ``COMPLETE`` marker is there, DCP's ``.metadata`` unpickles, every
-shard it names is present with at least the bytes it says, and ``trainer.json`` parses with its
-step. A damaged one is renamed aside (``step_N.damaged``) so that no later start trips over it,
-and the run falls back to the newest good one. Checkpoints that are all damaged are refused with
-the choices: a restart that silently began at step 0 would then prune them away.
+shard it names is present with at least the bytes it says, and ``trainer.json`` and
+``config.toml`` parse. A damaged one is renamed aside (``step_N.damaged``) so that no later start
+trips over it, and the run falls back to the newest good one. Checkpoints that are all damaged
+are refused with the choices: a restart that silently began at step 0 would prune them away.
 """
 from __future__ import annotations
 
