@@ -28,7 +28,7 @@
 #   (c) bench_train    B/16 8f: official-like, eager, compiled,      150        150 / 33
 #                      compiled+fused; profile of one fused step   (rehearsal: official-like, eager)
 #   (d) train_check    30 steps, checkpoint, resume 10 more           80        150 / 47
-#   (t) data_transport CPU crops finished on the GPU                  20         60 / 12
+#   (t) data_transport CPU crops finished on the GPU (+ colour)       20         60 / 12
 #   (e) memory         L/14 8f, L/14 336 px 16f (+AC): peak memory    60         60 / 22
 #   (f) autotune       kernel tests, every config tuned (bonus)       20         60 / cut at 15 by the test
 #   (g) dali           NVDEC tests, bench data GPU rows (only when   150         60 / 11

@@ -1,13 +1,12 @@
 """pytest plugin: each test's outcome saved as a JSON row when it finishes (bench/rows.py).
 
-    ILA_SUITE_ROWS=out.json python -m pytest -p ila_fast.bench.pytest_rows tests/...
+    python -m pytest -p ila_fast.bench.pytest_rows --suite-rows out.json tests/...
 
 The GPU suite loads it so that a test run cut short by its time budget still says which tests
-passed, failed or were skipped before the cut. Without ILA_SUITE_ROWS it does nothing.
+passed, failed or were skipped before the cut. Without --suite-rows it does nothing.
 """
 from __future__ import annotations
 
-import os
 import time
 
 from ila_fast.bench.rows import SavedRows
@@ -16,9 +15,14 @@ _saved: SavedRows | None = None
 _rows: list[dict] = []
 
 
+def pytest_addoption(parser):
+    parser.addoption("--suite-rows", default=None, metavar="JSON",
+                     help="save each test's outcome here as it finishes (the GPU suite's rows)")
+
+
 def pytest_sessionstart(session):
     global _saved
-    path = os.environ.get("ILA_SUITE_ROWS")
+    path = session.config.getoption("suite_rows")
     if path:
         _saved = SavedRows(path, args=list(session.config.args), rows=_rows, started=time.time())
         _saved.write()
