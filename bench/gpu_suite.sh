@@ -21,7 +21,8 @@
 # Budgets (seconds; BUDGET_S default 540, rehearsing 900; 15 s are kept back for the last kill and
 # the packing, setup takes ~20 s of what is left). A stage may use the slack earlier stages left,
 # never the budgets of the stages after it; --limit STAGE=S caps one stage. Rehearsal times measured
-# on the 2-core CI machine shared with 5 other jobs (load ~19), 2026-12-07: 3 min 9 s in all.
+# on the 2-core CI machine shared with 5 other jobs (load ~19), 2026-12-07: 3 min 9 s in all; on the
+# same machine nearly idle: 1 min 23 s (a 8, b 7, c 13, d 16, t 9, e 6, f cut at 15, g 3).
 #   stage                                                       GPU budget  rehearsal budget / measured
 #   (a) correctness    kernel tests, default configs (no tuning)     70        120 / 22
 #   (b) bench_kernels  bench kernels --check at B/16                 100        120 / 20
