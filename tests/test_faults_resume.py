@@ -182,7 +182,8 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(dataset, three
     out = copy_run(three_saves, tmp_path / "run")
     newest = out / "checkpoints" / "step_00000003"
     damage(newest)
-    # read-only commands refuse it in one line, exit 2, naming the folder and what is wrong
+    # read-only commands (export, eval, predict) refuse it in one line, exit 2, naming the folder and
+    # what is wrong
     code, err = _cli(["export", str(out), str(tmp_path / "m.pth")], capsys)
     _one_line(code, err, str(newest), what, "step_00000002")
     code, err = _cli(["export", str(newest), str(tmp_path / "m.pth")], capsys)
@@ -190,6 +191,9 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(dataset, three
     sets = [a for k, v in h.overrides(dataset).items() if k.startswith("data.") and isinstance(v, str)
             for a in ("--set", f'{k}="{v}"')]
     code, err = _cli(["eval", "--config", "tiny", "--checkpoint", str(out), *sets], capsys)
+    _one_line(code, err, str(newest), what)
+    video = next((dataset / "videos").rglob("*.mp4"))
+    code, err = _cli(["predict", "--checkpoint", str(newest), str(video)], capsys)
     _one_line(code, err, str(newest), what)
     # training falls back to step 2, renames the damaged one aside and says so
     summary = run(dataset, out, train__max_steps=4, train__checkpoint_every_steps=1, train__keep_last=3)
