@@ -142,6 +142,13 @@ def annotation_lines(path: Path) -> list[str]:
     return _text_lines(path)
 
 
+def numbered_lines(path: Path):
+    """``(where, line)`` for each non-blank line of an annotation file, stripped; ``where`` is ``name:line``."""
+    for lineno, line in enumerate(annotation_lines(path), 1):
+        if line.strip():
+            yield f"{path.name}:{lineno}", line.strip()
+
+
 def find_one(folder: Path, patterns: tuple[str, ...], what: str, dataset: str) -> Path:
     """The one file of ``folder`` (or a sub-folder, one level down) matching the first pattern that matches."""
     if not folder.is_dir():

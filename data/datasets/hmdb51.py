@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from ..dataset import DatasetError
-from .base import AnnotationsNotFound, ClassNames, DatasetSplit, Sample, VideoFiles, annotation_lines
+from .base import AnnotationsNotFound, ClassNames, DatasetSplit, Sample, VideoFiles, numbered_lines
 
 ROLES = {"train": "1", "val": "2", "test": "2"}
 
@@ -39,11 +39,7 @@ def read(dataset: str, annotations: Path, videos: VideoFiles, phase: str, split:
         if label in seen:
             raise DatasetError(f"{path}: class {names.names[label]!r} also has {seen[label].name}")
         seen[label] = path
-        for lineno, line in enumerate(annotation_lines(path), 1):
-            line = line.strip()
-            if not line:
-                continue
-            where = f"{path.name}:{lineno}"
+        for where, line in numbered_lines(path):
             parts = line.split()
             if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
                 raise DatasetError(f"{where}: expected 'video.avi 0|1|2' (0: unused, 1: train, 2: test), got {line!r}")

@@ -19,7 +19,8 @@ import csv
 from pathlib import Path
 
 from ..dataset import DatasetError
-from .base import PHASE_FOLDERS, ClassNames, DatasetSplit, Sample, VideoFiles, annotation_lines, find_one
+from .base import (PHASE_FOLDERS, ClassNames, DatasetSplit, Sample, VideoFiles, annotation_lines, find_one,
+                   numbered_lines)
 
 PHASE_PATTERNS = {
     "train": ("train.csv", "*[_-]train.csv", "*_train_list_videos.txt"),
@@ -84,11 +85,7 @@ def _read_mmaction(source: Path, videos: VideoFiles, phase: str, names: ClassNam
         notes.append(f"class names checked against {label_maps[0].name}")
     folder = videos.folder_for(phase)
     samples = []
-    for lineno, line in enumerate(annotation_lines(source), 1):
-        line = line.strip()
-        if not line:
-            continue
-        where = f"{source.name}:{lineno}"
+    for where, line in numbered_lines(source):
         parts = line.rsplit(None, 1)
         if len(parts) != 2 or not parts[1].lstrip("+-").isdigit():
             raise DatasetError(f"{where}: expected 'relative/path label', got {line!r}")

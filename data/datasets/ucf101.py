@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..dataset import DatasetError
-from .base import ClassNames, DatasetSplit, Sample, VideoFiles, annotation_lines, find_one
+from .base import ClassNames, DatasetSplit, Sample, VideoFiles, find_one, numbered_lines
 from .names import class_key, suggest
 
 
@@ -20,13 +20,10 @@ def class_index(annotations: Path, names: ClassNames) -> tuple[Path, dict[str, i
     """``classInd.txt``: folder name -> id (number - 1), each checked against ``names``."""
     path = find_one(annotations, ("classInd.txt",), "class index (classInd.txt)", "ucf101")
     folders = {}
-    for lineno, line in enumerate(annotation_lines(path), 1):
-        if not line.strip():
-            continue
+    for where, line in numbered_lines(path):
         parts = line.split()
-        where = f"{path.name}:{lineno}"
         if len(parts) != 2 or not parts[0].isdigit():
-            raise DatasetError(f"{where}: expected 'number ClassName', got {line.strip()!r}")
+            raise DatasetError(f"{where}: expected 'number ClassName', got {line!r}")
         folders[parts[1]] = names.check(int(parts[0]) - 1, parts[1], where)
     if sorted(folders.values()) != list(range(len(names))):
         raise DatasetError(f"{path}: {len(folders)} classes numbered {min(folders.values()) + 1}.."
@@ -41,11 +38,7 @@ def read(dataset: str, annotations: Path, videos: VideoFiles, phase: str, split:
     kind = "train" if phase == "train" else "test"
     source = find_one(annotations, (f"{kind}list0{split}.txt",), f"split {split} {kind} list", dataset)
     samples = []
-    for lineno, line in enumerate(annotation_lines(source), 1):
-        line = line.strip()
-        if not line:
-            continue
-        where = f"{source.name}:{lineno}"
+    for where, line in numbered_lines(source):
         parts = line.split()
         if len(parts) not in (1, 2) or (len(parts) == 2 and not parts[1].isdigit()):
             raise DatasetError(f"{where}: expected 'Class/video.avi[ number]', got {line!r}")
