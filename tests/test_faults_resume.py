@@ -278,14 +278,20 @@ def test_bad_videos_are_reported_per_epoch_for_training_and_validation(dataset, 
     val_video = (data / "val.txt").read_text().split()[0]
     (data / train_video).unlink()
     (data / val_video).unlink()
-    reports = tmp_path / "reports"
-    out = tmp_path / "run"
-    run(data, out, train__max_steps=8, train__eval_every_epochs=1, data__max_bad_fraction=0.2,
-        data__report_dir=str(reports), data__index_dir=str(tmp_path / "index"))
-    train = json.loads((reports / "train.bad_videos.rank0.json").read_text())
-    val = json.loads((reports / "val.bad_videos.rank0.json").read_text())
+    common = dict(train__eval_every_epochs=1, data__max_bad_fraction=0.2, data__index_dir=str(tmp_path / "index"))
+    reports = {}
+    for name, stops in (("straight", (8,)), ("resumed", (3, 8))):  # the second resumes mid-epoch 0
+        folder = tmp_path / f"reports_{name}"
+        for stop in stops:
+            run(data, tmp_path / name, train__max_steps=stop, data__report_dir=str(folder), **common)
+        reports[name] = [json.loads((folder / f"{split}.bad_videos.rank0.json").read_text())
+                         for split in ("train", "val")]
+    train, val = reports["straight"]
     assert train["bad_videos"] == 1 and train["by_reason"]["missing"] == 1
     # the missing video's position is replaced once in each epoch: counts per epoch, not cumulative
     assert [(e["epoch"], e["replacements"]) for e in train["per_epoch"]] == [(0, 1), (1, 1)]
     assert train["epoch"] == 1 and train["replacements_total"] == 2
     assert [e["epoch"] for e in val["per_epoch"]] == [0, 1] and val["epoch"] == 1
+    # a resume carries the counts on: the same report as the straight run's
+    assert reports["resumed"][0]["per_epoch"] == train["per_epoch"]
+    assert reports["resumed"][0]["replacements_total"] == 2
