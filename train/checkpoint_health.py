@@ -286,7 +286,8 @@ def guarded_save(output, step: int, model, optimizer, meta: dict, config_toml: s
         last = checkpoint.latest_checkpoint(output)
         kept = f"the previous checkpoint {last} is intact" if last is not None else "no earlier checkpoint"
         if error is not None:
-            what = f"[Errno {error.errno}] {error.strerror or error}" + (f": {error.filename}" if error.filename else "")
+            what = f"[Errno {error.errno}] {error.strerror or error}"
+            what += f": {error.filename}" if error.filename else ""
         else:
             what = f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:160]}"
         raise CheckpointSaveFailed(f"{root}: saving the checkpoint of step {step} failed: {what} ({free} bytes "

@@ -1,14 +1,16 @@
 """Resuming is continuing the same run: the checkpoint's config against the new one, key by key.
 
-    changes = compare(saved_toml, new_toml)     # {"train.lr_mit": (old, new), ...}
-    refuse_fixed(changes, checkpoint)           # UserError naming each key that cannot change mid-run
+    path, changes = choose_checkpoint(output, resume, new_toml, report)   # rank 0, before building
     apply_hyperparameters(optimizer, model, cfg.train)   # after the optimizer state is loaded
+    settle_run_folder(output, resume, path, step, rerun_eval, report)   # rollback, metrics.jsonl
+    write_run_config(output, toml_text, step, changes)  # config.toml with its history
 
 Keys that define the run cannot change mid-run: the model, the data the loader positions index
 (lists, labels, dataset and split, seed, short-video policy), the schedule's length, warm-up and
-kind, ``total_batch`` and the seed. The optimizer's hyper-parameters (lrs, weight decays, ``min_lr``, ``warmup_lr``, betas,
-eps) may change and are applied for real: the loaded optimizer state carries the old values, so
-they are set again from the config after the load. Every other key (logging, checkpoint
+kind, ``total_batch`` and the seed. The optimizer's hyper-parameters (lrs, weight decays,
+``min_lr``, ``warmup_lr``, betas, eps) may change and are applied for real: the loaded optimizer
+state carries the old values, so they are set again from the config after the load (the schedule,
+per step or timm's per micro-batch, then computes each lr from them and the step). Every other key (logging, checkpoint
 cadence, workers, batch size per GPU, precision, ...) changes how the run runs, not what it is.
 Each change is reported, recorded in ``metrics.jsonl`` and in ``config.toml``'s history.
 """
