@@ -6,12 +6,9 @@ import av
 import numpy as np
 import pytest
 from ila_fast.data.decode import PyAVDecoder, TorchCodecDecoder, gray_to_rgb, torchcodec_available
-from ila_fast.data.loader import build_loader
 from ila_fast.data.probe import probe_video
-from video_fixtures import (N, S, T, avi_videos, exact_corpus_clips, fixture_videos, painted_frames, read_indices_raw,
-                            write_list)
+from video_fixtures import N, avi_videos, corpus_loader, exact_corpus_clips, painted_frames, read_indices_raw
 
-from ila_fast.config import DataConfig
 
 PACKED = {"xvid_packed", "xvid_packed_mkv", "xvid_packed_mp4"}
 COUNTED = PACKED | {"mpeg4_bframes", "gray_ffv1"}  # AVI with inter-coded frames: decode-order timestamps
@@ -127,15 +124,7 @@ def test_gray_conversion_uses_the_frames_range(bits, tagged_limited):
 
 
 def _loader(backend, names, mode="test", **overrides):
-    videos = avi_videos()
-    root = fixture_videos()["root"]
-    lst = write_list(root, names, {n: videos[n][0] for n in names})
-    overrides.setdefault("cpu_decoder", "pyav")
-    cfg = DataConfig(root=str(root), train_list=str(lst), batch_size=4, num_workers=0, dali_device="cpu",
-                     max_bad_fraction=1.0, test_clips=3, test_crops=1, crop_scales=[1.0],
-                     color_jitter_p=0.0, grayscale_p=0.0, erasing_p=0.0, mixup_alpha=0.0, cutmix_alpha=0.0,
-                     **overrides)
-    return build_loader(cfg, "train", frames=T, input_size=S, num_classes=2, backend=backend, mode=mode)
+    return corpus_loader(avi_videos(), backend, names, mode, **overrides)
 
 
 @pytest.mark.parametrize("mode,decoder", [("test", "pyav"), ("train", "pyav"), ("test", "torchcodec")])

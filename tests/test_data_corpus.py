@@ -2,11 +2,8 @@
 a thumbnail stream first, a header that under-counts, a resolution change, missing timestamps. Each video paints its frame
 numbers, so a clip shows which frames it really holds: exact frames, or a skip with the named reason."""
 import pytest
-from ila_fast.data.loader import build_loader
 from ila_fast.data.probe import probe_video
-from video_fixtures import S, T, corpus_videos, exact_corpus_clips, fixture_videos, write_list
-
-from ila_fast.config import DataConfig
+from video_fixtures import corpus_loader, corpus_videos, exact_corpus_clips
 
 # what the probe must find DALI would get wrong (a substring of info.dali_issue); absent: nothing
 DALI_ISSUES = {
@@ -38,15 +35,7 @@ def test_probe_counts_frames_by_the_rule():
 
 
 def _loader(backend, names, mode="test", **overrides):
-    corpus = corpus_videos()
-    root = fixture_videos()["root"]
-    lst = write_list(root, names, {n: corpus[n][0] for n in names})
-    overrides.setdefault("cpu_decoder", "pyav")
-    cfg = DataConfig(root=str(root), train_list=str(lst), batch_size=4, num_workers=0, dali_device="cpu",
-                     max_bad_fraction=1.0, test_clips=3, test_crops=1, crop_scales=[1.0],
-                     color_jitter_p=0.0, grayscale_p=0.0, erasing_p=0.0, mixup_alpha=0.0, cutmix_alpha=0.0,
-                     **overrides)
-    return build_loader(cfg, "train", frames=T, input_size=S, num_classes=2, backend=backend, mode=mode)
+    return corpus_loader(corpus_videos(), backend, names, mode, **overrides)
 
 
 @pytest.mark.parametrize("mode,decoder", [("test", "pyav"), ("train", "pyav"), ("test", "torchcodec")])

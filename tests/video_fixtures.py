@@ -145,6 +145,22 @@ def write_list(root: Path, names: list[str], videos: dict[str, Path], name: str 
     return path
 
 
+def corpus_loader(videos: dict[str, tuple], backend: str, names: list[str], mode: str = "test", **overrides):
+    """A loader over fixture ``videos`` (name -> (path, ...)) with every augmentation off, so each clip
+    shows its painted frame numbers as decoded; ``overrides`` are DataConfig fields (cpu_decoder: pyav)."""
+    from ila_fast.config import DataConfig
+    from ila_fast.data.loader import build_loader
+
+    root = fixture_videos()["root"]
+    lst = write_list(root, names, {n: videos[n][0] for n in names})
+    overrides.setdefault("cpu_decoder", "pyav")
+    cfg = DataConfig(root=str(root), train_list=str(lst), batch_size=4, num_workers=0, dali_device="cpu",
+                     max_bad_fraction=1.0, test_clips=3, test_crops=1, crop_scales=[1.0],
+                     color_jitter_p=0.0, grayscale_p=0.0, erasing_p=0.0, mixup_alpha=0.0, cutmix_alpha=0.0,
+                     **overrides)
+    return build_loader(cfg, "train", frames=T, input_size=S, num_classes=2, backend=backend, mode=mode)
+
+
 # ---------------------------------------------------------------- the container / stream corpus
 # name -> (file name, encoder, container options); every video shows painted frames, H.264 and
 # MPEG-2 with B-frames (presentation order != decode order)
