@@ -121,6 +121,25 @@ def test_resumed_schedule_needs_no_state():
     assert [g["lr"] for g in fresh.param_groups] == at_seven and at_seven[0] > 0
 
 
+def test_a_changed_base_lr_takes_effect_at_the_next_step():
+    """A resume with another lr sets the groups' initial_lr (train/resume_check.py); timm's scheduler
+    keeps the base lrs it was built with, so the schedule must follow the new ones."""
+    cfg = TrainConfig(epochs=4, warmup_epochs=1.0)
+    optimizer = torch.optim.AdamW(param_groups(Parts(), cfg))
+    schedule = Schedule(optimizer, cfg, 3, micro_batches_per_epoch=13, accumulation=4)
+    schedule.set(7)
+    before = [g["lr"] for g in optimizer.param_groups]
+    for group in optimizer.param_groups:
+        group["initial_lr"] /= 10
+    schedule.set(7)
+    index = 2 * 13 + 4 - 1  # the index set after step 6, the first step of epoch 2 (3 steps an epoch)
+    total = cfg.epochs * 13
+    expected = [cfg.min_lr + 0.5 * (g["initial_lr"] - cfg.min_lr) * (1 + math.cos(math.pi * index / total))
+                for g in optimizer.param_groups]
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx(expected, rel=1e-12)
+    assert all(a > 5 * b for a, b in zip(before, expected))
+
+
 @pytest.mark.parametrize("name", ZOO_CONFIGS)
 def test_zoo_configs_run_the_recipe(name):
     cfg = load_config(name)

@@ -116,15 +116,20 @@ class Schedule:
                              f"{steps_per_epoch} steps of {accumulation}")
         self.total_steps = cfg.epochs * steps_per_epoch
         self.warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
-        self.timm = None
-        if cfg.lr_schedule == "micro_batch":
-            m = self.micro_batches_per_epoch
-            # built as the official build_scheduler does, in micro-batches; it sets every group's
-            # lr to its value before the first update (warmup_lr when there is a warm-up)
+        self.timm, self.timm_base_lrs = None, None
+
+    def official_scheduler(self):
+        """timm's scheduler, built as the official build_scheduler does, in micro-batches. It keeps each
+        group's base lr from when it was built, so it is built again when a group's ``initial_lr``
+        changed since (a resume with another lr applies it)."""
+        base_lrs = tuple(g["initial_lr"] for g in self.optimizer.param_groups)
+        if self.timm is None or base_lrs != self.timm_base_lrs:
+            m, cfg = self.micro_batches_per_epoch, self.cfg
             self.timm = cosine_lr_scheduler_class()(
-                optimizer, t_initial=int(cfg.epochs * m), lr_min=cfg.min_lr, warmup_lr_init=cfg.warmup_lr,
+                self.optimizer, t_initial=int(cfg.epochs * m), lr_min=cfg.min_lr, warmup_lr_init=cfg.warmup_lr,
                 warmup_t=int(cfg.warmup_epochs * m), cycle_limit=1, t_in_epochs=False)
-            self.first_lrs = [g["lr"] for g in optimizer.param_groups]
+            self.timm_base_lrs = base_lrs
+        return self.timm
 
     def update_index(self, step: int) -> int | None:
         """The micro-batch index whose lr optimizer step ``step`` uses (None: the first step)."""
@@ -132,13 +137,14 @@ class Schedule:
                                      self.accumulation)
 
     def set(self, step: int) -> None:
-        if self.timm is not None:
+        if self.cfg.lr_schedule == "micro_batch":
+            timm = self.official_scheduler()
             index = self.update_index(step)
-            if index is None:
-                for group, lr in zip(self.optimizer.param_groups, self.first_lrs):
-                    group["lr"] = lr
+            if index is None:  # before the first update: timm's initial lr (the warm-up start)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = self.cfg.warmup_lr if timm.warmup_t else group["initial_lr"]
             else:
-                self.timm.step_update(index)
+                timm.step_update(index)
             return
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(step, group["initial_lr"], self.total_steps, self.warmup_steps,
