@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -121,7 +122,10 @@ def prepare(src_list: str | os.PathLike, dst_dir: str | os.PathLike, root: str |
     if todo:
         log.info("prepare: %d videos to re-encode (%d already done), %d jobs", len(todo), done, jobs)
         if jobs > 1:
-            with ProcessPoolExecutor(jobs) as pool:
+            # spawned, not forked: a forked worker inherits the parent's FFmpeg state (swscale's slice
+            # threads, whose condition variables then wait for threads the child does not have: a
+            # hang seen in CI when the parent had converted frames before)
+            with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
                 results = list(pool.map(_job, todo, chunksize=1))
         else:
             results = [_job(t) for t in todo]
